@@ -1,0 +1,134 @@
+"""The on-disk slice cache shared by the phantom and by preprocessed real scans.
+
+Layout of a cache folder ``root``::
+
+    root/manifest.json                 {"version": 1, "source": ..., "volumes": [VolumeRecord, ...]}
+    root/<modality>/<subject>_image.npy  float32 [S, H, W], intensities in [-1, 1]
+    root/<modality>/<subject>_label.npy  uint8   [S, H, W], class indices 0..7 (see mkdseg.labels)
+
+Slices are stacked along axis 0 in the order of ``slice_indices`` of the original volume. Every file
+is written to a temporary name and renamed into place, and the manifest is written last, so a cache
+whose manifest lists a volume holds that volume completely; an interrupted run leaves at most stray
+``*.tmp*`` files, which are ignored and overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+CACHE_VERSION = 1
+
+
+@dataclass
+class VolumeRecord:
+    """One cached volume. Geometry fields describe how slices map back to the original scan."""
+
+    subject: str
+    modality: str
+    n_slices: int
+    image_file: str  # relative to the cache root
+    label_file: str | None = None
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm of the cached grid: (slice, row, col)
+    original_shape: tuple[int, ...] | None = None
+    affine: list[list[float]] | None = None  # original affine (4x4), for writing predictions back
+    crop_box: list[list[int]] | None = None  # [[start, stop], ...] per axis of the canonical volume
+    slice_indices: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.modality}/{self.subject}"
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class SliceCache:
+    """Reads and writes a slice cache folder (see module docstring)."""
+
+    def __init__(self, root: str | os.PathLike, source: str = "unknown"):
+        self.root = Path(root)
+        self.source = source
+        self.records: dict[str, VolumeRecord] = {}
+        manifest = self.root / MANIFEST
+        if manifest.exists():
+            try:
+                meta = json.loads(manifest.read_text())
+                self.source = meta.get("source", source)
+                for r in meta["volumes"]:
+                    rec = VolumeRecord(**r)
+                    self.records[rec.key] = rec
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{manifest}: not a valid mkdseg slice-cache manifest ({e})") from e
+
+    @property
+    def exists(self) -> bool:
+        return (self.root / MANIFEST).exists()
+
+    def volumes(self, modality: str | None = None) -> list[VolumeRecord]:
+        recs = [r for r in self.records.values() if modality is None or r.modality == modality]
+        return sorted(recs, key=lambda r: (r.modality, r.subject))
+
+    def has(self, modality: str, subject: str) -> bool:
+        return f"{modality}/{subject}" in self.records
+
+    def write_volume(self, record: VolumeRecord, image: np.ndarray, label: np.ndarray | None) -> VolumeRecord:
+        """Write one volume's arrays atomically and add it to the manifest (call ``save`` after)."""
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        if image.ndim != 3:
+            raise ValueError(f"{record.key}: cached image must be [S, H, W], got shape {image.shape}")
+        if not np.isfinite(image).all():
+            raise ValueError(f"{record.key}: image contains NaN or inf values")
+        record.n_slices = int(image.shape[0])
+        record.image_file = f"{record.modality}/{record.subject}_image.npy"
+        atomic_save_npy(self.root / record.image_file, image)
+        if label is not None:
+            label = np.ascontiguousarray(label, dtype=np.uint8)
+            if label.shape != image.shape:
+                raise ValueError(f"{record.key}: label shape {label.shape} != image shape {image.shape}")
+            record.label_file = f"{record.modality}/{record.subject}_label.npy"
+            atomic_save_npy(self.root / record.label_file, label)
+        self.records[record.key] = record
+        return record
+
+    def save(self) -> None:
+        """Write the manifest atomically: only volumes listed here are trusted by readers."""
+        meta = {"version": CACHE_VERSION, "source": self.source, "volumes": [asdict(r) for r in self.volumes()]}
+        atomic_write_text(self.root / MANIFEST, json.dumps(meta, indent=1))
+
+    def load(self, record: VolumeRecord, mmap: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return ``(image [S,H,W] float32, label [S,H,W] uint8 or None)``."""
+        mode = "r" if mmap else None
+        image = np.load(self.root / record.image_file, mmap_mode=mode)
+        label = np.load(self.root / record.label_file, mmap_mode=mode) if record.label_file else None
+        return image, label
