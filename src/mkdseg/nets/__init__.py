@@ -1,0 +1,8 @@
+"""Network architectures only: nothing here knows about training or Lightning."""
+
+from mkdseg.nets.discriminator import NLayerDiscriminator
+from mkdseg.nets.generator import ResnetBlock, ResnetGenerator
+from mkdseg.nets.layers import init_weights, norm_layer
+from mkdseg.nets.segmentor import ResidualUNet
+
+__all__ = ["NLayerDiscriminator", "ResnetBlock", "ResnetGenerator", "ResidualUNet", "init_weights", "norm_layer"]

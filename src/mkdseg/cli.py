@@ -1,0 +1,63 @@
+"""The ``mkdseg`` command.
+
+``mkdseg fit|validate|test|predict`` are LightningCLI subcommands (``--config``, ``--print_config``,
+dotted overrides such as ``--model.lambda_kd_real=0.3``); ``mkdseg preprocess`` and ``mkdseg segment``
+are the two verbs that work on NIfTI files rather than on a training run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from lightning.pytorch.cli import LightningCLI
+
+from mkdseg.callbacks import DiceTableCallback, SampleImagesCallback
+from mkdseg.data import UnpairedSliceDataModule
+from mkdseg.methods import SegmentationMethod
+
+
+class MKDSegCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # the networks' input size is the data's slice size: one option, not two that can disagree
+        parser.link_arguments("data.image_size", "model.init_args.image_size")
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> MKDSegCLI:
+    return MKDSegCLI(
+        SegmentationMethod,
+        UnpairedSliceDataModule,
+        subclass_mode_model=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [DiceTableCallback(), SampleImagesCallback()]},
+        args=args,
+        run=run,
+    )
+
+
+def _preprocess(argv: list[str]) -> int:
+    from mkdseg.data.mmwhs import preprocess_main
+
+    return preprocess_main(argv)
+
+
+def _segment(argv: list[str]) -> int:
+    from mkdseg.inference import segment_main
+
+    return segment_main(argv)
+
+
+VERBS: dict[str, Callable[[list[str]], int]] = {"preprocess": _preprocess, "segment": _segment}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] in VERBS:
+        return VERBS[args[0]](args[1:])
+    build_cli(argv)  # None: LightningCLI reads sys.argv itself
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The LightningDataModule: unpaired assistant and target slices for training, target volumes for evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from mkdseg.data.cache import SliceCache
+from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
+from mkdseg.data.splits import load_or_create_folds, train_val_subjects
+
+SOURCES = ("phantom", "mmwhs")
+MODALITIES = ("ct", "mr")
+
+
+class UnpairedSliceDataModule(L.LightningDataModule):
+    """Pairs unpaired assistant (e.g. MR) and target (e.g. CT) slices.
+
+    Args:
+        source: ``phantom`` (generated into ``root`` on first use) or ``mmwhs`` (a cache written by
+            ``mkdseg preprocess``).
+        root: the slice-cache folder.
+        target, assistant: modalities (``ct`` / ``mr``); swap them to reverse the direction.
+        image_size: slice size in pixels; must match the cache.
+        n_folds, fold, split_seed: subject-level cross-validation over the target subjects
+            (see :mod:`mkdseg.data.splits`). The held-out fold is used for validation and test.
+        n_assistant: use only the first ``n`` assistant subjects (sorted ids); ``None`` = all.
+        n_target: use only the first ``n`` labelled target training subjects; ``None`` = all.
+        batch_size: pairs per training batch.
+        samples_per_epoch: training pairs per epoch; ``None`` = max(#target, #assistant slices), CycleGAN's epoch.
+        augment, max_rotation, flip_prob: random left-right flips and rotations (degrees).
+        phantom_subjects, phantom_slices, phantom_seed: size and seed of the generated phantom
+            (subjects per modality, slices per subject).
+    """
+
+    def __init__(
+        self,
+        source: str = "phantom",
+        root: str = "data_cache/phantom",
+        target: str = "ct",
+        assistant: str = "mr",
+        image_size: int = 256,
+        n_folds: int = 2,
+        fold: int = 0,
+        split_seed: int = 0,
+        n_assistant: int | None = None,
+        n_target: int | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        samples_per_epoch: int | None = None,
+        augment: bool = True,
+        max_rotation: float = 15.0,
+        flip_prob: float = 0.5,
+        sampler_seed: int = 0,
+        phantom_subjects: int = 20,
+        phantom_slices: int = 32,
+        phantom_seed: int = 0,
+    ):
+        super().__init__()
+        _check_choice("data.source", source, SOURCES)
+        _check_choice("data.target", target, MODALITIES)
+        _check_choice("data.assistant", assistant, MODALITIES)
+        if target == assistant:
+            raise ValueError(f"data.target and data.assistant must differ, both are {target!r}")
+        if not 0 <= fold < n_folds:
+            raise ValueError(f"data.fold must be in 0..{n_folds - 1} for data.n_folds={n_folds}, got {fold}")
+        for name, value in (("n_assistant", n_assistant), ("n_target", n_target), ("samples_per_epoch", samples_per_epoch)):
+            if value is not None and value < 1:
+                raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
+        if batch_size < 1 or num_workers < 0 or image_size < 8:
+            raise ValueError(f"invalid data sizes: batch_size={batch_size}, num_workers={num_workers}, image_size={image_size}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.train_set: UnpairedSliceDataset | None = None
+
+    # -- data preparation ----------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        hp = self.hparams
+        if hp.source == "phantom":
+            from mkdseg.data.phantom import generate_phantom
+
+            generate_phantom(
+                self.root, target=hp.target, assistant=hp.assistant, n_target=hp.phantom_subjects,
+                n_assistant=hp.phantom_subjects, image_size=hp.image_size, n_slices=hp.phantom_slices, seed=hp.phantom_seed,
+            )
+        elif not SliceCache(self.root).exists:
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r} holds no slice cache (manifest.json); "
+                "run `mkdseg preprocess --src <MM-WHS folder> --out <this folder>` first"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        cache = SliceCache(self.root)
+        targets = cache.volumes(hp.target)
+        assistants = cache.volumes(hp.assistant)
+        if not targets or not assistants:
+            raise ValueError(
+                f"data.root={str(self.root)!r}: need {hp.target} and {hp.assistant} volumes, "
+                f"found {len(targets)} and {len(assistants)}"
+            )
+        self._check_size(cache, targets[0])
+        folds = load_or_create_folds(
+            self.root, hp.target, [r.subject for r in targets], hp.n_folds, hp.split_seed, strict=hp.source != "phantom"
+        )
+        if len(folds) != hp.n_folds:
+            raise ValueError(f"data.n_folds={hp.n_folds} disagrees with the split file's {len(folds)} folds")
+        train_ids, val_ids = train_val_subjects(folds, hp.fold)
+        train_ids = train_ids[: hp.n_target] if hp.n_target else train_ids
+        by_id = {r.subject: r for r in targets}
+        self.target_train = SliceSet(cache, [by_id[s] for s in train_ids])
+        self.assistant_train = SliceSet(cache, assistants[: hp.n_assistant] if hp.n_assistant else assistants)
+        self.val_records = [by_id[s] for s in val_ids]
+        self.cache = cache
+        self.train_set = UnpairedSliceDataset(self.target_train, self.assistant_train, hp.augment, hp.max_rotation, hp.flip_prob)
+
+    def _check_size(self, cache: SliceCache, record) -> None:
+        image, _ = cache.load(record)
+        if image.shape[1:] != (self.hparams.image_size,) * 2:
+            raise ValueError(
+                f"data.image_size={self.hparams.image_size} but {cache.root / record.image_file} has slices of "
+                f"{image.shape[1]}x{image.shape[2]}"
+            )
+
+    @property
+    def samples_per_epoch(self) -> int:
+        n = self.hparams.samples_per_epoch
+        return n or max(len(self.target_train), len(self.assistant_train))
+
+    # -- loaders -------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        sampler = UnpairedSampler(len(self.target_train), len(self.assistant_train), self.samples_per_epoch, self.hparams.sampler_seed)
+        return DataLoader(
+            self.train_set, batch_size=self.hparams.batch_size, sampler=sampler, drop_last=True,
+            num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def _volume_loader(self) -> DataLoader:
+        return DataLoader(VolumeDataset(self.cache, self.val_records), batch_size=1, collate_fn=first_item, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._volume_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._volume_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._volume_loader()
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{option} must be one of {choices}, got {value!r}")

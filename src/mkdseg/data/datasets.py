@@ -1,0 +1,120 @@
+"""Torch datasets over a slice cache: unpaired training slices and whole evaluation volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from mkdseg.data.augment import random_flip_rotate
+from mkdseg.data.cache import SliceCache, VolumeRecord
+
+
+class SliceSet:
+    """All labelled slices of some cached volumes, addressed by a flat index (arrays stay memory-mapped)."""
+
+    def __init__(self, cache: SliceCache, records: Sequence[VolumeRecord]):
+        self.records = list(records)
+        self.volumes = [cache.load(r) for r in self.records]
+        for r, (_, label) in zip(self.records, self.volumes):
+            if label is None:
+                raise ValueError(f"{cache.root}/{r.image_file}: training volume has no label file")
+        self.index = [(v, s) for v, r in enumerate(self.records) for s in range(r.n_slices)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        v, s = self.index[i]
+        image, label = self.volumes[v]
+        return torch.from_numpy(np.array(image[s], dtype=np.float32))[None], torch.from_numpy(np.array(label[s], dtype=np.int64))
+
+    @property
+    def subjects(self) -> list[str]:
+        return [r.subject for r in self.records]
+
+
+class UnpairedSampler(Sampler[int]):
+    """Draws ``num_samples`` (target slice, assistant slice) pairs per epoch, encoded as one integer.
+
+    Target slices are visited in a random order (repeated if ``num_samples`` exceeds them); each one's
+    assistant partner is drawn uniformly and independently, anew every epoch, so there is no fixed
+    pairing. The draws depend only on ``seed`` and the epoch: under DDP every rank computes the same
+    sequence and Lightning's distributed wrapper hands each rank a disjoint share of it.
+    """
+
+    def __init__(self, n_target: int, n_assistant: int, num_samples: int, seed: int = 0):
+        if n_target < 1 or n_assistant < 1:
+            raise ValueError(f"need at least one target and one assistant slice, got {n_target} and {n_assistant}")
+        self.n_target, self.n_assistant, self.num_samples, self.seed = n_target, n_assistant, num_samples, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        repeats = -(-self.num_samples // self.n_target)
+        target = torch.cat([torch.randperm(self.n_target, generator=g) for _ in range(repeats)])[: self.num_samples]
+        assistant = torch.randint(self.n_assistant, (self.num_samples,), generator=g)
+        return target, assistant
+
+    def __iter__(self) -> Iterator[int]:
+        target, assistant = self.pairs()
+        self.epoch += 1  # a wrapped sampler never sees set_epoch: advance on our own
+        return iter((target * self.n_assistant + assistant).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class UnpairedSliceDataset(Dataset):
+    """Item ``k = t * n_assistant + a``: target slice ``t`` with assistant slice ``a``, augmented independently."""
+
+    def __init__(self, target: SliceSet, assistant: SliceSet, augment: bool = True, max_rotation: float = 15.0, flip_prob: float = 0.5):
+        self.target, self.assistant = target, assistant
+        self.augment, self.max_rotation, self.flip_prob = augment, max_rotation, flip_prob
+
+    def __len__(self) -> int:
+        return len(self.target) * len(self.assistant)
+
+    def _augmented(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.augment:
+            return image, label
+        return random_flip_rotate(image, label, self.max_rotation, self.flip_prob)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        t, a = divmod(int(k), len(self.assistant))
+        x_t, y_t = self._augmented(*self.target[t])
+        x_a, y_a = self._augmented(*self.assistant[a])
+        return {"x_t": x_t, "y_t": y_t, "x_a": x_a, "y_a": y_a, "t_index": torch.tensor(t), "a_index": torch.tensor(a)}
+
+
+class VolumeDataset(Dataset):
+    """One whole cached volume per item, for validation, test and prediction."""
+
+    def __init__(self, cache: SliceCache, records: Sequence[VolumeRecord]):
+        self.cache, self.records = cache, list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        record = self.records[i]
+        image, label = self.cache.load(record)
+        item = {
+            "image": torch.from_numpy(np.array(image, dtype=np.float32))[:, None],
+            "subject": record.subject,
+            "modality": record.modality,
+            "spacing": torch.tensor(record.spacing, dtype=torch.float64),
+        }
+        if label is not None:
+            item["label"] = torch.from_numpy(np.array(label, dtype=np.int64))
+        return item
+
+
+def first_item(batch: list):
+    """Collate for volume loaders (batch size 1): volumes differ in slice count, so no stacking."""
+    return batch[0]

@@ -1,0 +1,69 @@
+"""Loss functions of the MKD framework. Pure PyTorch: nothing here knows about Lightning.
+
+Shapes: logits ``[B, C, H, W]``, integer labels ``[B, H, W]``, images ``[B, 1, H, W]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAN_MODES = ("lsgan", "vanilla")
+
+
+class GANLoss(nn.Module):
+    """Adversarial loss against a constant real (1) or fake (0) target.
+
+    ``lsgan``: mean squared error (CycleGAN's choice); ``vanilla``: binary cross-entropy on logits
+    (the log form the paper writes).
+
+    Example:
+        >>> GANLoss("lsgan")(torch.zeros(1, 1, 2, 2), target_is_real=True)
+        tensor(1.)
+    """
+
+    def __init__(self, mode: str = "lsgan"):
+        super().__init__()
+        if mode not in GAN_MODES:
+            raise ValueError(f"gan_mode must be one of {GAN_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        target = torch.full_like(prediction, 1.0 if target_is_real else 0.0)
+        if self.mode == "lsgan":
+            return F.mse_loss(prediction, target)
+        return F.binary_cross_entropy_with_logits(prediction, target)
+
+
+def cycle_loss(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error between an image and its round-trip reconstruction."""
+    return F.l1_loss(reconstruction, original)
+
+
+def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """1 - mean over images and classes (background included) of the soft Dice of softmax(logits)."""
+    probs = logits.float().softmax(dim=1)
+    onehot = F.one_hot(labels.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (2, 3)
+    intersection = (probs * onehot).sum(dims)
+    denominator = probs.sum(dims) + onehot.sum(dims)
+    return 1.0 - ((2 * intersection + eps) / (denominator + eps)).mean()
+
+
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The paper's segmentation loss: pixel-wise cross-entropy + soft Dice loss, equally weighted."""
+    return F.cross_entropy(logits.float(), labels.long()) + soft_dice_loss(logits, labels)
+
+
+def distillation_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """H(p_teacher, p_student) = -sum_c p_c log q_c, averaged over pixels; the teacher gets no gradient.
+
+    With temperature T both distributions are softened by T and the loss is scaled by T^2 (Hinton et al.)
+    so that its gradient keeps the same magnitude whatever T; T = 1 is the paper's plain cross-entropy.
+    """
+    if temperature <= 0:
+        raise ValueError(f"kd_temperature must be > 0, got {temperature}")
+    teacher = (teacher_logits.detach().float() / temperature).softmax(dim=1)
+    log_student = (student_logits.float() / temperature).log_softmax(dim=1)
+    return -(teacher * log_student).sum(dim=1).mean() * temperature**2

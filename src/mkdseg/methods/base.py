@@ -1,0 +1,162 @@
+"""What every training method shares: evaluation on whole volumes, reports, checkpoint identity.
+
+A method subclasses :class:`SegmentationMethod`, builds its networks, implements ``training_step``
+and ``configure_optimizers``, and says how it predicts in :meth:`predict_components`. Validation,
+test, prediction, metric logging and the result files are the same for every method.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
+
+from mkdseg.data.cache import atomic_write_text
+from mkdseg.labels import NUM_CLASSES
+from mkdseg.metrics import format_table, summarize, volume_scores
+
+METHOD_KEY = "mkdseg_method"
+
+
+class SegmentationMethod(L.LightningModule):
+    """Base class. Subclasses set ``self.num_classes``, ``self.image_size`` and ``primary_predictor``."""
+
+    #: name of the component of :meth:`predict_components` used at test time and by ``mkdseg segment``
+    primary_predictor: str = "seg"
+
+    def __init__(self, image_size: int = 256, num_classes: int = NUM_CLASSES, eval_batch_size: int = 16):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
+        if eval_batch_size < 1:
+            raise ValueError(f"model.eval_batch_size must be >= 1, got {eval_batch_size}")
+        self.image_size, self.num_classes, self.eval_batch_size = image_size, num_classes, eval_batch_size
+        self._eval_rows: list[dict] = []
+        self.last_summary: dict | None = None
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x [B, 1, H, W]`` in [-1, 1] -> ``{name: softmax probabilities [B, C, H, W]}``."""
+        raise NotImplementedError
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``[B, C, H, W]`` of the method's test-time predictor."""
+        return self.predict_components(x)[self.primary_predictor]
+
+    @torch.no_grad()
+    def predict_volume(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``image [S, 1, H, W]`` -> ``{name: label map [S, H, W] uint8}``, in chunks of ``eval_batch_size`` slices."""
+        labels: dict[str, list[torch.Tensor]] = {}
+        for chunk in image.split(self.eval_batch_size):
+            for name, probs in self.predict_components(chunk.to(self.device)).items():
+                labels.setdefault(name, []).append(probs.argmax(1).to(torch.uint8).cpu())
+        return {name: torch.cat(parts) for name, parts in labels.items()}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _evaluate(self, batch: dict, with_assd: bool) -> None:
+        if "label" not in batch:
+            raise ValueError(f"volume {batch.get('subject')} has no label: cannot evaluate")
+        predictions = self.predict_volume(batch["image"])
+        for name, pred in predictions.items():
+            scores = volume_scores(pred, batch["label"], batch["spacing"].tolist(), self.num_classes, with_assd)
+            for structure, values in scores.items():
+                self._eval_rows.append({"predictor": name, "subject": batch["subject"], "structure": structure, **values})
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, with_assd=False)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, with_assd=True)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"subject": batch["subject"], **self.predict_volume(batch["image"])}
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rows = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _gathered_rows(self) -> list[dict]:
+        """Rows from every rank, without the duplicates a padded distributed sampler adds."""
+        rows = self._eval_rows
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, rows)
+            rows = [r for part in parts for r in part]
+        unique = {(r["predictor"], r["subject"], r["structure"]): r for r in rows}
+        return list(unique.values())
+
+    def _log_summary(self, stage: str) -> dict:
+        rows = self._gathered_rows()
+        summary = summarize(rows, "dice")
+        for predictor, entry in summary.items():
+            for structure, stats in entry.items():
+                if math.isnan(stats["mean"]):
+                    continue
+                key = f"{stage}/dice_{predictor}" if structure == "mean" else f"{stage}/dice_{predictor}/{structure}"
+                # identical on every rank after the gather, so no further reduction
+                self.log(key, stats["mean"], sync_dist=False, rank_zero_only=False)
+        primary = summary.get(self.primary_predictor, {}).get("mean", {}).get("mean", float("nan"))
+        if not math.isnan(primary):
+            self.log(f"{stage}/dice", primary, prog_bar=True)
+        self.last_summary = {"stage": stage, "rows": rows, "dice": summary}
+        return self.last_summary
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_summary("val")
+
+    def on_test_epoch_end(self) -> None:
+        result = self._log_summary("test")
+        result["assd"] = summarize([r for r in result["rows"] if "assd" in r], "assd")
+        if self.trainer.is_global_zero:
+            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            write_reports(result, out_dir)
+            rank_zero_info("\nPer-volume Dice (%) over the test volumes, mean ± std:\n" + format_table(result["dice"]))
+            rank_zero_info("\nASSD (mm), mean ± std:\n" + format_table(result["assd"], "ASSD", scale=1.0))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[METHOD_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+
+def write_reports(result: dict, out_dir: Path) -> None:
+    """``summary.json`` (means, stds, counts) and ``per_case.csv`` (one row per volume, structure, predictor)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"dice": result["dice"], "assd": result.get("assd", {})}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
+    fields = ["predictor", "subject", "structure", "dice", "assd"]
+    lines = [",".join(fields)]
+    for r in sorted(result["rows"], key=lambda r: (r["predictor"], r["subject"], r["structure"])):
+        lines.append(",".join(_csv_cell(r.get(f, "")) for f in fields))
+    atomic_write_text(out_dir / "per_case.csv", "\n".join(lines) + "\n")
+
+
+def _csv_cell(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def load_method(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationMethod:
+    """Restore the method (class and weights) that wrote a checkpoint, in eval mode."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+    class_path = checkpoint.get(METHOD_KEY) if isinstance(checkpoint, dict) else None
+    if not class_path:
+        raise ValueError(f"{path}: not an mkdseg checkpoint (no '{METHOD_KEY}' entry)")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    model = cls.load_from_checkpoint(path, map_location=map_location)
+    return model.eval()

@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny phantom, tiny networks and a quiet CPU trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from mkdseg.data import UnpairedSliceDataModule
+from mkdseg.data.phantom import generate_phantom
+from mkdseg.methods import MKDModule
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# the smallest networks that still have every layer type of the real ones
+TINY_MODEL = dict(
+    image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4, disc_layers=2,
+    seg_channels=(4, 8, 16), seg_strides=(2, 2), seg_res_units=1, pool_size=4, eval_batch_size=8,
+)
+TINY_PHANTOM = dict(image_size=32, phantom_subjects=4, phantom_slices=8)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantom32")
+    generate_phantom(root, n_target=4, n_assistant=4, image_size=32, n_slices=8, seed=0)
+    return root
+
+
+def make_datamodule(root: Path, **overrides) -> UnpairedSliceDataModule:
+    options = dict(source="phantom", root=str(root), batch_size=2, **TINY_PHANTOM)
+    options.update(overrides)
+    return UnpairedSliceDataModule(**options)
+
+
+def make_model(**overrides) -> MKDModule:
+    return MKDModule(**{**TINY_MODEL, **overrides})
+
+
+def quiet_trainer(**overrides) -> L.Trainer:
+    options = dict(
+        accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )
+    options.update(overrides)
+    return L.Trainer(**options)

@@ -1,0 +1,159 @@
+"""The DataModule: subject-level folds, unpaired sampling, aligned augmentation, option errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mkdseg.data.augment import random_flip_rotate
+from mkdseg.data.datasets import UnpairedSampler
+from mkdseg.data.splits import load_or_create_folds, make_folds, train_val_subjects
+
+from conftest import make_datamodule
+
+
+def test_folds_partition_subjects_without_leakage():
+    subjects = [f"{i:04d}" for i in range(1001, 1021)]
+    folds = make_folds(subjects, 2, seed=0)
+    assert sorted(s for f in folds for s in f) == sorted(subjects)
+    assert [len(f) for f in folds] == [10, 10]
+    for k in range(2):
+        train, val = train_val_subjects(folds, k)
+        assert not set(train) & set(val)
+        assert sorted(train + val) == sorted(subjects)
+    assert make_folds(subjects, 2, seed=0) == folds  # fixed
+    assert make_folds(subjects, 2, seed=1) != folds
+
+
+def test_split_file_is_written_once_and_reused(tmp_path):
+    subjects = ["a", "b", "c", "d"]
+    first = load_or_create_folds(tmp_path, "ct", subjects, 2, seed=0)
+    path = tmp_path / "splits_ct_2fold.json"
+    custom = {"folds": [["a", "b"], ["c", "d"]]}
+    path.write_text(json.dumps(custom))
+    assert load_or_create_folds(tmp_path, "ct", subjects, 2, seed=0) == custom["folds"]
+    assert first != custom["folds"] or first == custom["folds"]  # whatever was drawn, the file wins
+    with pytest.raises(ValueError, match="splits_ct_2fold.json"):
+        load_or_create_folds(tmp_path, "ct", subjects + ["e"], 2, seed=0)
+
+
+def test_datamodule_train_and_val_subjects_do_not_overlap(phantom_root):
+    for fold in (0, 1):
+        dm = make_datamodule(phantom_root, fold=fold)
+        dm.prepare_data()
+        dm.setup("fit")
+        train = set(dm.target_train.subjects)
+        val = {r.subject for r in dm.val_records}
+        assert train and val and not train & val
+        assert len(train | val) == 4
+    # the two folds validate on complementary subjects
+    dms = [make_datamodule(phantom_root, fold=f) for f in (0, 1)]
+    for d in dms:
+        d.setup("fit")
+    assert {r.subject for r in dms[0].val_records} == set(dms[1].target_train.subjects)
+
+
+def test_assistant_and_target_limits(phantom_root):
+    dm = make_datamodule(phantom_root, n_assistant=2, n_target=1)
+    dm.setup("fit")
+    assert dm.assistant_train.subjects == ["000", "001"]
+    assert len(dm.target_train.subjects) == 1
+
+
+def test_assistant_partner_is_drawn_independently_each_epoch():
+    sampler = UnpairedSampler(n_target=10, n_assistant=500, num_samples=1000, seed=0)
+    first = torch.tensor(list(iter(sampler)))
+    second = torch.tensor(list(iter(sampler)))
+    t1, a1 = first // 500, first % 500
+    t2, a2 = second // 500, second % 500
+    # every target slice is visited equally often; partners are not a function of the target slice
+    assert torch.bincount(t1, minlength=10).tolist() == [100] * 10
+    partners_of_slice0 = set(a1[t1 == 0].tolist())
+    assert len(partners_of_slice0) > 80  # 100 uniform draws from 500
+    # and they change between epochs
+    pairs1 = set(zip(t1.tolist(), a1.tolist()))
+    pairs2 = set(zip(t2.tolist(), a2.tolist()))
+    assert len(pairs1 & pairs2) < 0.3 * len(pairs1)  # ~18% by chance, 100% for a fixed pairing
+    # the draw is reproducible for a given epoch
+    sampler.set_epoch(0)
+    assert torch.equal(torch.tensor(list(iter(sampler))), first)
+
+
+def test_batches_pair_different_subjects_and_modalities(phantom_root):
+    dm = make_datamodule(phantom_root, batch_size=4, augment=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x_t"].shape == (4, 1, 32, 32) and batch["x_a"].shape == (4, 1, 32, 32)
+    assert batch["y_t"].dtype == torch.int64 and batch["y_t"].shape == (4, 32, 32)
+    assert batch["x_t"].min() >= -1 and batch["x_t"].max() <= 1
+    # item k pairs target slice k // n_a with assistant slice k % n_a: check against the sets directly
+    t, a = int(batch["t_index"][0]), int(batch["a_index"][0])
+    assert torch.equal(batch["x_t"][0], dm.target_train[t][0])
+    assert torch.equal(batch["x_a"][0], dm.assistant_train[a][0])
+
+
+def test_augmentation_moves_image_and_label_together():
+    # a bright square labelled 1 on a dark background: after any flip/rotation the label must still
+    # sit exactly where the bright pixels are
+    image = -torch.ones(1, 32, 32)
+    label = torch.zeros(32, 32, dtype=torch.int64)
+    image[0, 6:14, 18:28] = 1.0
+    label[6:14, 18:28] = 1
+    g = torch.Generator().manual_seed(0)
+    moved = 0
+    for _ in range(20):
+        im, lab = random_flip_rotate(image, label, max_degrees=30, flip_prob=0.5, generator=g)
+        assert lab.dtype == torch.int64 and set(lab.unique().tolist()) <= {0, 1}
+        bright = im[0] > 0.0
+        agreement = (bright == (lab == 1)).float().mean().item()
+        assert agreement > 0.97
+        moved += not torch.equal(lab, label)
+    assert moved > 10
+
+
+def test_phantom_cache_is_generated_once(phantom_root):
+    dm = make_datamodule(phantom_root)
+    manifest = phantom_root / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    dm.prepare_data()
+    assert manifest.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(fold=2), "data.fold"),
+        (dict(fold=-1), "data.fold"),
+        (dict(source="nifti"), "data.source"),
+        (dict(target="pet"), "data.target"),
+        (dict(target="mr", assistant="mr"), "must differ"),
+        (dict(n_assistant=0), "data.n_assistant"),
+    ],
+)
+def test_bad_data_options_fail_naming_the_option(phantom_root, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_datamodule(phantom_root, **overrides)
+
+
+def test_image_size_must_match_the_cache(phantom_root):
+    dm = make_datamodule(phantom_root, image_size=64)
+    with pytest.raises(ValueError, match="data.image_size=64"):
+        dm.setup("fit")
+
+
+def test_mmwhs_source_without_cache_names_the_folder(tmp_path):
+    dm = make_datamodule(tmp_path / "nothing", source="mmwhs")
+    with pytest.raises(FileNotFoundError, match="mkdseg preprocess"):
+        dm.prepare_data()
+
+
+def test_validation_volumes_are_whole_labelled_volumes(phantom_root):
+    dm = make_datamodule(phantom_root)
+    dm.setup("validate")
+    volume = next(iter(dm.val_dataloader()))
+    assert volume["image"].shape == (8, 1, 32, 32)
+    assert volume["label"].shape == (8, 32, 32)
+    assert set(np.unique(volume["label"].numpy())) <= set(range(8))
