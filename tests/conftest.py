@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -49,6 +50,7 @@ def quiet_trainer(**overrides) -> L.Trainer:
     options = dict(
         accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        default_root_dir=tempfile.mkdtemp(prefix="mkdseg-test-"),  # reports and figures land here, not in the repo
     )
     options.update(overrides)
     return L.Trainer(**options)
