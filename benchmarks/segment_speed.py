@@ -1,0 +1,106 @@
+"""Wall time and peak memory of ``mkdseg segment`` on one CT of clinical size.
+
+    python benchmarks/segment_speed.py                       # 512x512x300 CT, paper-size MKD segmentors
+    python benchmarks/segment_speed.py --precision fp32      # without bfloat16
+    python benchmarks/segment_speed.py --ckpt runs/mkd/.../last.ckpt
+
+Without ``--ckpt`` the model is an MKDModule with the segmentor sizes of ``configs/mkd.yaml`` and
+random weights (generators shrunk: prediction never runs them). Random weights call foreground
+nearly everywhere, so the heart box is the whole volume: the second pass segments every slice, the
+worst case. On a shared machine read the CPU time line: wall time there depends on the neighbours.
+The synthetic scan is made in a child process so that the peak resident memory printed
+(``getrusage``) is that of segmentation (model, scan, label map) alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from mkdseg import inference
+from mkdseg.inference import SlicePredictor, load_segmentor, resolve_precision, segment_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def paper_size_model(config: Path = ROOT / "configs" / "mkd.yaml") -> torch.nn.Module:
+    from mkdseg.methods import MKDModule
+
+    args = yaml.safe_load(config.read_text())["model"]["init_args"] if config.is_file() else {}
+    return MKDModule(image_size=256, seg_channels=args.get("seg_channels", (64, 128, 256, 512, 512)),
+                     seg_strides=args.get("seg_strides", (2, 2, 2, 2)), seg_res_units=args.get("seg_res_units", 2),
+                     gen_filters=4, gen_blocks=1, disc_filters=4).eval()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300))
+    parser.add_argument("--spacing", type=float, nargs=3, default=(0.4, 0.4, 0.6))
+    parser.add_argument("--ckpt", type=Path, help="a trained checkpoint instead of random paper-size segmentors")
+    parser.add_argument("--precision", choices=inference.PRECISION_CHOICES, default="auto")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--make-input", type=Path, help=argparse.SUPPRESS)  # child process: write the scan
+    args = parser.parse_args(argv)
+
+    if args.make_input:
+        from synthetic_ct import write_synthetic_chest_ct
+
+        write_synthetic_chest_ct(args.make_input, None, tuple(args.shape), tuple(args.spacing))
+        return 0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scan = Path(tmp) / "ct.nii.gz"
+        subprocess.run([sys.executable, __file__, "--make-input", str(scan), "--shape", *map(str, args.shape),
+                        "--spacing", *map(str, args.spacing)], check=True)
+        if args.ckpt:
+            model, image_size = load_segmentor(args.ckpt, "cpu")
+        else:
+            model, image_size = paper_size_model(), 256
+        precision = resolve_precision(args.precision, "cpu")
+        segmentor_params = sum(p.numel() for n, p in model.named_parameters() if n.startswith("s_")) / 1e6
+        counted = []
+        real_predict_box = inference.predict_box
+
+        def counting_predict_box(volume, window, box, z, *rest, **kw):
+            counted.append(len(z))
+            return real_predict_box(volume, window, box, z, *rest, **kw)
+
+        inference.predict_box = counting_predict_box
+        rss_model = peak_rss_mb()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
+        segment_file(scan, Path(tmp) / "seg.nii.gz", SlicePredictor(model, image_size, "cpu", precision),
+                     batch_size=args.batch_size, progress=False)
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+
+    print(f"scan          {tuple(args.shape)} int16, spacing {tuple(args.spacing)} mm")
+    print(f"model         {type(model).__name__}, segmentors {segmentor_params:.1f} M parameters, slice size {image_size}")
+    print(f"settings      precision {precision}, batch {args.batch_size}, torch threads {torch.get_num_threads()}, "
+          f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"slices        pass 1 (locate): {counted[0]}, pass 2 (heart box): {sum(counted[1:])}")
+    print(f"wall time     {seconds:.1f} s  (read + normalise + 2 passes + write)")
+    # on a shared machine the wall time depends on the neighbours; CPU time over the cores used does not
+    print(f"CPU time      {cpu:.1f} s, i.e. {cpu / torch.get_num_threads():.1f} s wall with {torch.get_num_threads()} idle cores")
+    print(f"peak RSS      {peak_rss_mb():.0f} MB  (after loading the model: {rss_model:.0f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

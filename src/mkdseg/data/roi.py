@@ -1,0 +1,142 @@
+"""The heart box and the resampling of its transverse slices to the network's square grid.
+
+Shared by preprocessing (box from the label) and inference (box from a first prediction), so that the
+network sees the same crop, margin, aspect and interpolation in both.
+
+Conventions: volumes are canonical RAS ``[X, Y, Z]`` (see :mod:`mkdseg.data.nifti`); a transverse
+slice is ``volume[:, :, z]``, a ``[X, Y]`` array whose rows run along R and columns along A. Stacks of
+slices are ``[S, H, W]`` with ``H`` from X and ``W`` from Y.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mkdseg.data.intensity import normalise_intensity
+
+HEART_MARGIN_MM = 10.0  # context kept around the heart on every side, in-plane and along the slices
+
+Range = tuple[int, int]  # half-open [start, stop)
+
+
+@dataclass(frozen=True)
+class Box:
+    """Half-open voxel ranges along canonical x, y, z.
+
+    ``x`` and ``y`` may reach outside the volume (a square box near an edge): the outside reads as
+    padding. ``z`` always lies inside the volume.
+    """
+
+    x: Range
+    y: Range
+    z: Range
+
+    @property
+    def in_plane(self) -> tuple[int, int]:
+        return self.x[1] - self.x[0], self.y[1] - self.y[0]
+
+    def as_list(self) -> list[list[int]]:
+        return [list(self.x), list(self.y), list(self.z)]
+
+
+def bounding_ranges(mask: np.ndarray) -> tuple[Range, ...] | None:
+    """Half-open index range of the ``True`` voxels along each axis, or ``None`` if there are none."""
+    ranges = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        ranges.append((int(hit[0]), int(hit[-1]) + 1))
+    return tuple(ranges)
+
+
+def square_box(ranges: tuple[Range, Range, Range], spacing: tuple[float, float, float],
+               shape: tuple[int, int, int], margin_mm: float = HEART_MARGIN_MM) -> Box:
+    """Grow ``ranges`` by ``margin_mm`` on every side and make the in-plane part square in mm.
+
+    The in-plane centre is kept; the slice range is clipped to the volume (slices outside it do not
+    exist) while the in-plane range may stick out (padded when cut).
+
+    >>> square_box(((10, 20), (10, 40), (5, 8)), spacing=(1.0, 0.5, 2.0), shape=(64, 64, 16), margin_mm=2.0)
+    Box(x=(5, 24), y=(6, 44), z=(4, 9))
+
+    (15 mm of y plus 2 x 2 mm margin = 19 mm: 19 voxels of 1 mm along x, 38 of 0.5 mm along y.)
+    """
+    sx, sy, sz = spacing
+    (x0, x1), (y0, y1), (z0, z1) = ranges
+    side_mm = max((x1 - x0) * sx, (y1 - y0) * sy) + 2 * margin_mm
+
+    def centred(start: int, stop: int, step: float) -> Range:
+        n = max(1, int(round(side_mm / step)))
+        first = int(math.floor((start + stop - n) / 2))
+        return first, first + n
+
+    dz = int(math.ceil(margin_mm / sz))
+    return Box(centred(x0, x1, sx), centred(y0, y1, sy), (max(0, z0 - dz), min(shape[2], z1 + dz)))
+
+
+def whole_slice_box(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Box:
+    """The square box (in mm) that holds every full transverse slice of the volume."""
+    return square_box(((0, shape[0]), (0, shape[1]), (0, shape[2])), spacing, shape, margin_mm=0.0)
+
+
+def crop_slices(volume: np.ndarray, box: Box, z: np.ndarray | slice | None = None, pad_value: float = 0.0) -> np.ndarray:
+    """Cut the box's in-plane window from slices ``z`` (default: the box's z range): ``[S, h, w]``.
+
+    Parts of the window outside the volume are filled with ``pad_value``.
+    """
+    z = slice(*box.z) if z is None else z
+    nx, ny = volume.shape[:2]
+    (x0, x1), (y0, y1) = box.x, box.y
+    inner = volume[max(x0, 0):min(x1, nx), max(y0, 0):min(y1, ny), z]
+    stack = np.moveaxis(inner, 2, 0)
+    pad = ((0, 0), (max(0, -x0), max(0, x1 - nx)), (max(0, -y0), max(0, y1 - ny)))
+    if any(p != (0, 0) for p in pad):
+        return np.pad(stack, pad, constant_values=pad_value)
+    return np.ascontiguousarray(stack)
+
+
+def resize_image(stack: np.ndarray | torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear (anti-aliased when shrinking) resize of ``[S, h, w]`` or ``[S, C, h, w]`` to ``size``: float32."""
+    x = torch.as_tensor(np.asarray(stack, dtype=np.float32)) if isinstance(stack, np.ndarray) else stack.float()
+    squeeze = x.ndim == 3
+    x = x[:, None] if squeeze else x
+    size = (size, size) if isinstance(size, int) else size
+    if tuple(x.shape[-2:]) != tuple(size):
+        shrinking = any(n < m for n, m in zip(size, x.shape[-2:]))  # anti-aliasing only matters then, and costs
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+    return x[:, 0] if squeeze else x
+
+
+def network_input(volume: np.ndarray, window: tuple[float, float], box: Box, size: int,
+                  z: np.ndarray | None = None) -> torch.Tensor:
+    """What the network sees of slices ``z`` (default: the box's) of a canonical volume of raw
+    intensities: the box's window, normalised with ``window``, resized to ``[S, size, size]``, float32
+    in [-1, 1]. The one path used by both preprocessing and inference."""
+    # pad with the window's lower bound, which normalises to -1: outside the scan reads as air
+    raw = crop_slices(volume, box, z, pad_value=window[0])
+    # bilinear weights are positive, but float rounding can step a hair outside [-1, 1]
+    return resize_image(normalise_intensity(raw, window), size).clamp_(-1.0, 1.0)
+
+
+def resize_label(stack: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a label stack ``[S, h, w]`` to ``[S, size, size]``: uint8."""
+    x = torch.as_tensor(np.asarray(stack, dtype=np.float32))[:, None]
+    if tuple(x.shape[-2:]) != (size, size):
+        # 'nearest-exact' samples at pixel centres; plain 'nearest' shifts labels by up to half a pixel.
+        x = F.interpolate(x, size=(size, size), mode="nearest-exact")
+    return x[:, 0].round().to(torch.uint8).numpy()
+
+
+def paste_slices(target: np.ndarray, labels: np.ndarray, box: Box, z: np.ndarray) -> None:
+    """Write ``labels`` ``[S, h, w]`` (the box's in-plane window) into ``target[:, :, z]``, dropping padding."""
+    nx, ny = target.shape[:2]
+    (x0, x1), (y0, y1) = box.x, box.y
+    cx0, cy0 = max(0, -x0), max(0, -y0)
+    window = labels[:, cx0:cx0 + min(x1, nx) - max(x0, 0), cy0:cy0 + min(y1, ny) - max(y0, 0)]
+    target[max(x0, 0):min(x1, nx), max(y0, 0):min(y1, ny), z] = np.moveaxis(window, 0, 2)
