@@ -48,7 +48,7 @@ def test_demo_config_is_cpu_sized(tmp_path):
     cli = _build("demo.yaml", tmp_path=tmp_path)
     assert cli.model.hparams.image_size == 64
     assert cli.trainer.max_steps <= 2000
-    # same method hyper-parameters as the paper config
+    # same method hyper-parameters as the paper config (the segmentor LR is scaled for the short run)
     paper = _build("mkd.yaml", tmp_path=tmp_path).model.hparams
-    for key in ("lambda_cyc", "lambda_kd_real", "lambda_kd_syn", "lr_gen", "lr_disc", "lr_seg", "gan_mode", "seg_lr_decay"):
+    for key in ("lambda_cyc", "lambda_kd_real", "lambda_kd_syn", "lr_gen", "lr_disc", "gan_mode", "seg_lr_decay", "kd_temperature"):
         assert cli.model.hparams[key] == paper[key], key

@@ -7,6 +7,7 @@ checkpoint, in one process, with the timing and the paths of what it wrote.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from mkdseg.cli import build_cli
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_steps=100")
     args, extra = parser.parse_known_args(argv)
     start = time.perf_counter()
+    sys.argv = sys.argv[:1]  # the CLI gets its arguments from us, not from our own command line
     cli = build_cli(
         ["--config", args.config, f"--trainer.default_root_dir={args.run_dir}",
          f"--trainer.logger.init_args.save_dir={args.run_dir}", *args.overrides, *extra],
