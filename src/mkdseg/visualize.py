@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from mkdseg.labels import STRUCTURES  # noqa: E402
 
@@ -53,5 +54,7 @@ def sample_figure(
             _show(axes[r, c + 2 + k], image, name, pred)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    legend = [Patch(color=LABEL_COLOURS(i + 1), label=name) for i, name in enumerate(STRUCTURES)]
+    fig.legend(handles=legend, loc="lower center", ncol=len(STRUCTURES), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
