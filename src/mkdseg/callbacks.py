@@ -19,6 +19,7 @@ from mkdseg.metrics import format_table
 
 
 def run_dir(trainer: L.Trainer) -> Path:
+    # trainer.log_dir broadcasts from rank 0 under DDP: call it on every rank, never inside @rank_zero_only
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -27,21 +28,22 @@ class DiceTableCallback(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         if not trainer.sanity_checking:
-            self._log(trainer, pl_module, "val")
+            self._log(trainer, pl_module, "val", run_dir(trainer))
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._log(trainer, pl_module, "test")
+        self._log(trainer, pl_module, "test", run_dir(trainer))
 
     @rank_zero_only
-    def _log(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+    def _log(self, trainer: L.Trainer, pl_module, stage: str, out_dir: Path) -> None:
         summary = getattr(pl_module, "last_summary", None)
         if not summary or summary.get("stage") != stage:
             return
         table = format_table(summary["dice"])
-        atomic_write_text(run_dir(trainer) / f"dice_{stage}.md", table + "\n")
+        atomic_write_text(out_dir / f"dice_{stage}.md", table + "\n")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                columns = ["predictor"] + list(next(iter(summary["dice"].values())).keys())
+                structures = [k for k in next(iter(summary["dice"].values())) if k != "mean"]
+                columns = ["predictor", "mean", *structures]
                 rows = [[p] + [entry[c]["mean"] for c in columns[1:]] for p, entry in summary["dice"].items()]
                 logger.log_table(key=f"{stage}/dice_table", columns=columns, data=rows)
             elif isinstance(logger, TensorBoardLogger):
@@ -65,13 +67,13 @@ class SampleImagesCallback(L.Callback):
             return
         self._validations += 1
         if self._validations % self.every_n_validations == 0:
-            self._render(trainer, pl_module, f"val_step{trainer.global_step}")
+            self._render(trainer, pl_module, f"val_step{trainer.global_step}", run_dir(trainer))
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._render(trainer, pl_module, "test")
+        self._render(trainer, pl_module, "test", run_dir(trainer))
 
     @rank_zero_only
-    def _render(self, trainer: L.Trainer, pl_module, name: str) -> None:
+    def _render(self, trainer: L.Trainer, pl_module, name: str, out_dir: Path) -> None:
         dm = trainer.datamodule
         if dm is None or not getattr(dm, "val_records", None):
             return
@@ -96,7 +98,7 @@ class SampleImagesCallback(L.Callback):
                 translation = [(x_a[i, 0].cpu().numpy(), fake_t[i, 0].float().cpu().numpy(), rec_a[i, 0].float().cpu().numpy()) for i in range(len(x_a))]
         pl_module.train(was_training)
         fig = sample_figure(translation, segmentation, title=f"{type(pl_module).__name__} — {name}")
-        path = run_dir(trainer) / "samples" / f"{name}.png"
+        path = out_dir / "samples" / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         for logger in trainer.loggers:
