@@ -48,7 +48,13 @@ def _segment(argv: list[str]) -> int:
     return segment_main(argv)
 
 
-VERBS: dict[str, Callable[[list[str]], int]] = {"preprocess": _preprocess, "segment": _segment}
+def _sweep(argv: list[str]) -> int:
+    from mkdseg.sweep import main as sweep_main
+
+    return sweep_main(argv)
+
+
+VERBS: dict[str, Callable[[list[str]], int]] = {"preprocess": _preprocess, "segment": _segment, "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from mkdseg.data.cache import SliceCache
@@ -131,14 +132,48 @@ class UnpairedSliceDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        sampler = UnpairedSampler(len(self.target_train), len(self.assistant_train), self.samples_per_epoch, self.hparams.sampler_seed)
+        """Unpaired pairs; under DDP this rank's share (see :class:`UnpairedSampler`).
+
+        When training resumes from a checkpoint taken mid-epoch, the loader starts at the first batch
+        the interrupted run had not trained on (not at the epoch's start, as Lightning would replay it).
+        The loader has a generator of its own, so creating its iterator draws nothing from the global
+        RNG that augmentation and the image pools use (resumed runs stay on the same random stream).
+        """
+        hp = self.hparams
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = UnpairedSampler(len(self.target_train), len(self.assistant_train), self.samples_per_epoch, hp.sampler_seed, replicas, rank)
+        epoch, batches_done = self._resume_point(trainer, len(sampler) // hp.batch_size)
+        sampler.set_epoch(epoch)
+        sampler.start = batches_done * hp.batch_size
         return DataLoader(
-            self.train_set, batch_size=self.hparams.batch_size, sampler=sampler, drop_last=True,
-            num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+            self.train_set, batch_size=hp.batch_size, sampler=sampler, drop_last=True,
+            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+            generator=torch.Generator().manual_seed(hp.sampler_seed),
         )
 
+    @staticmethod
+    def _resume_point(trainer, batches_per_epoch: int) -> tuple[int, int]:
+        """(epoch, batches of it already trained on) where the fit loop stands: (0, 0) for a new run.
+
+        Counts the training batches the fit loop has processed in all (restored from the checkpoint on
+        a resume) and splits them into whole epochs and a remainder.
+        """
+        if trainer is None or batches_per_epoch < 1:
+            return 0, 0
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches_per_epoch = min(batches_per_epoch, limit)
+        elif limit is not None and limit < 1.0:
+            batches_per_epoch = max(1, int(batches_per_epoch * limit))
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        return divmod(done, batches_per_epoch)
+
     def _volume_loader(self) -> DataLoader:
-        return DataLoader(VolumeDataset(self.cache, self.val_records), batch_size=1, collate_fn=first_item, num_workers=0)
+        return DataLoader(
+            VolumeDataset(self.cache, self.val_records), batch_size=1, collate_fn=first_item, num_workers=0,
+            generator=torch.Generator(),  # no draw from the global RNG (see train_dataloader)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._volume_loader()

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from mkdseg.data.augment import random_flip_rotate
 from mkdseg.data.cache import SliceCache, VolumeRecord
@@ -36,35 +36,76 @@ class SliceSet:
         return [r.subject for r in self.records]
 
 
-class UnpairedSampler(Sampler[int]):
-    """Draws ``num_samples`` (target slice, assistant slice) pairs per epoch, encoded as one integer.
+class UnpairedSampler(DistributedSampler):
+    """Draws ``num_samples`` (target slice, assistant slice) pairs per epoch, encoded as one integer
+    ``t * n_assistant + a``, and hands this process its share of them.
 
     Target slices are visited in a random order (repeated if ``num_samples`` exceeds them); each one's
     assistant partner is drawn uniformly and independently, anew every epoch, so there is no fixed
-    pairing. The draws depend only on ``seed`` and the epoch: under DDP every rank computes the same
-    sequence and Lightning's distributed wrapper hands each rank a disjoint share of it.
+    pairing. The draws depend only on ``seed`` and the epoch.
+
+    Distributed training: every rank computes the same epoch sequence and takes every
+    ``num_replicas``-th pair from position ``rank`` (the sequence is padded by wrapping around so that
+    all ranks get the same number of pairs), so rank ``r``'s ``i``-th batch and the other ranks'
+    ``i``-th batches together are the single-process run's ``i``-th batch of ``num_replicas`` times
+    the size. The class is a :class:`~torch.utils.data.DistributedSampler` so that Lightning uses it
+    as it is instead of wrapping it in its ``DistributedSamplerWrapper``; it needs no process group.
+
+    Epochs: Lightning calls :meth:`set_epoch` at the start of every training epoch, also through its
+    distributed wrapper, but on a mid-epoch resume it may create the loader's iterator before doing
+    so; a pass over the sampler therefore uses the epoch it was constructed or last set with, and then
+    advances to the next one on its own (which also gives fresh pairs to a loop without Lightning).
+
+    Mid-epoch resume: ``start`` pairs of this rank's share of epoch ``epoch`` are skipped by the
+    first pass (the ones trained on before the interruption), so that the iterations after a resume
+    are those the uninterrupted run would have made. ``len()`` stays the full share, as Lightning
+    counts the skipped batches as done.
+
+    Attributes:
+        samples_per_epoch: pairs drawn per epoch, over all ranks.
+        num_samples: this rank's share (``len(sampler)``), as in ``DistributedSampler``.
     """
 
-    def __init__(self, n_target: int, n_assistant: int, num_samples: int, seed: int = 0):
+    def __init__(
+        self, n_target: int, n_assistant: int, num_samples: int, seed: int = 0,
+        num_replicas: int = 1, rank: int = 0, epoch: int = 0, start: int = 0,
+    ):
+        # DistributedSampler.__init__ wants a dataset and an initialised process group: not needed here
         if n_target < 1 or n_assistant < 1:
             raise ValueError(f"need at least one target and one assistant slice, got {n_target} and {n_assistant}")
-        self.n_target, self.n_assistant, self.num_samples, self.seed = n_target, n_assistant, num_samples, seed
-        self.epoch = 0
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in 0..{num_replicas - 1}, got {rank}")
+        self.n_target, self.n_assistant, self.samples_per_epoch, self.seed = n_target, n_assistant, num_samples, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.num_samples = -(-num_samples // num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.shuffle, self.drop_last = True, False
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"start must be in 0..{self.num_samples}, got {start}")
+        self.epoch, self.start = epoch, start
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0  # a resume position belongs to the epoch it was given for
         self.epoch = epoch
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All ranks' (target, assistant) slice indices of the current epoch, ``samples_per_epoch`` each."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        repeats = -(-self.num_samples // self.n_target)
-        target = torch.cat([torch.randperm(self.n_target, generator=g) for _ in range(repeats)])[: self.num_samples]
-        assistant = torch.randint(self.n_assistant, (self.num_samples,), generator=g)
+        repeats = -(-self.samples_per_epoch // self.n_target)
+        target = torch.cat([torch.randperm(self.n_target, generator=g) for _ in range(repeats)])[: self.samples_per_epoch]
+        assistant = torch.randint(self.n_assistant, (self.samples_per_epoch,), generator=g)
         return target, assistant
 
     def __iter__(self) -> Iterator[int]:
         target, assistant = self.pairs()
-        self.epoch += 1  # a wrapped sampler never sees set_epoch: advance on our own
-        return iter((target * self.n_assistant + assistant).tolist())
+        codes = (target * self.n_assistant + assistant).tolist()
+        codes = (codes * -(-self.total_size // len(codes)))[: self.total_size]  # equal shares: pad by wrapping around
+        share = codes[self.rank : self.total_size : self.num_replicas][self.start :]
+        self.epoch, self.start = self.epoch + 1, 0
+        return iter(share)
 
     def __len__(self) -> int:
         return self.num_samples

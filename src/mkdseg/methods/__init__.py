@@ -1,6 +1,12 @@
 """Training methods: one LightningModule per method, all evaluated the same way."""
 
 from mkdseg.methods.base import SegmentationMethod, load_method
+from mkdseg.methods.baselines import Baseline, FineTune, JointTraining, XShape
 from mkdseg.methods.mkd import MKDModule
+from mkdseg.methods.mkd_ablations import MKDNoAlignment
+from mkdseg.methods.translation import OfflineTranslation, OnlineTranslation, OnlineTranslationEnsemble
 
-__all__ = ["MKDModule", "SegmentationMethod", "load_method"]
+__all__ = [
+    "Baseline", "FineTune", "JointTraining", "MKDModule", "MKDNoAlignment", "OfflineTranslation",
+    "OnlineTranslation", "OnlineTranslationEnsemble", "SegmentationMethod", "XShape", "load_method",
+]

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from mkdseg.data.cache import atomic_write_text
 from mkdseg.labels import NUM_CLASSES
 from mkdseg.metrics import format_table, summarize, volume_scores
+from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
 
 METHOD_KEY = "mkdseg_method"
 
@@ -115,8 +116,8 @@ class SegmentationMethod(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         result = self._log_summary("test")
         result["assd"] = summarize([r for r in result["rows"] if "assd" in r], "assd")
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective under DDP: all ranks
         if self.trainer.is_global_zero:
-            out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             write_reports(result, out_dir)
             rank_zero_info("\nPer-volume Dice (%) over the test volumes, mean ± std:\n" + format_table(result["dice"]))
             rank_zero_info("\nASSD (mm), mean ± std:\n" + format_table(result["assd"], "ASSD", scale=1.0))
@@ -124,6 +125,13 @@ class SegmentationMethod(L.LightningModule):
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[METHOD_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        save_training_state(self, checkpoint)  # random streams of every rank, loss scales (exact resume)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_training_state(self, checkpoint)
+
+    def on_train_start(self) -> None:
+        resume_training_state(self)
 
 
 def write_reports(result: dict, out_dir: Path) -> None:

@@ -17,6 +17,7 @@ from mkdseg.labels import NUM_CLASSES
 from mkdseg.losses import GANLoss, cycle_loss, distillation_loss, supervised_loss
 from mkdseg.methods.base import SegmentationMethod
 from mkdseg.methods.pool import ImagePool
+from mkdseg.methods.training_state import gather_per_rank, loss_scaling, phase_name, pick_rank
 from mkdseg.nets import NLayerDiscriminator, ResidualUNet, ResnetGenerator, init_weights
 
 OPTIMIZER_ORDER = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
@@ -41,7 +42,8 @@ def uncounted(optimizer) -> Iterator[None]:
     """Step ``optimizer`` without advancing ``trainer.global_step``.
 
     Lightning counts every optimizer step, six per MKD iteration; ``max_steps``, checkpoint intervals
-    and step-based schedules must count iterations, so only the iteration's last step is counted.
+    and step-based schedules must count iterations: every step is taken uncounted and each iteration
+    is counted once by :func:`count_iteration`.
     """
     if not isinstance(optimizer, LightningOptimizer):
         yield
@@ -52,6 +54,14 @@ def uncounted(optimizer) -> Iterator[None]:
         yield
     finally:
         optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+def count_iteration(optimizer) -> None:
+    """Advance ``trainer.global_step`` by one, as one counted step of ``optimizer`` would (whether or
+    not a mixed-precision overflow made the scaler skip the actual steps)."""
+    if isinstance(optimizer, LightningOptimizer):
+        optimizer._on_before_step()
+        optimizer._on_after_step()
 
 
 class MKDModule(SegmentationMethod):
@@ -71,6 +81,8 @@ class MKDModule(SegmentationMethod):
         gan_mode: ``lsgan`` (CycleGAN) or ``vanilla`` (the paper's log form).
         pool_size: image pool size per discriminator (CycleGAN: 50).
         seg_lr_decay, seg_lr_decay_epochs: segmentor learning rate times 0.9 every 2 epochs.
+        compile: ``torch.compile`` each network (in place: checkpoints keep their keys) when the trainer
+            sets the model up. Pays off on a GPU at paper size; compiling takes minutes.
 
     Example:
         >>> m = MKDModule(image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4, seg_channels=(4, 8), seg_strides=(2,))
@@ -109,6 +121,7 @@ class MKDModule(SegmentationMethod):
         seg_lr_decay: float = 0.9,
         seg_lr_decay_epochs: int = 2,
         eval_batch_size: int = 16,
+        compile: bool = False,
     ):
         super().__init__(image_size, num_classes, eval_batch_size)
         _check_options(locals())
@@ -123,6 +136,13 @@ class MKDModule(SegmentationMethod):
         self.gan_loss = GANLoss(gan_mode)
         self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)
         self.automatic_optimization = False
+
+    def configure_model(self) -> None:
+        if self.hparams.get("compile", False):
+            for name in OPTIMIZER_ORDER:
+                network = getattr(self, name, None)
+                if network is not None and network._compiled_call_impl is None:
+                    network.compile()
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -202,16 +222,28 @@ class MKDModule(SegmentationMethod):
         }
 
     def _step(self, loss: torch.Tensor, *optimizers, count_last: bool = False) -> None:
-        """zero_grad, one backward of ``loss`` and a step of each optimizer (networks with disjoint parameters)."""
+        """zero_grad, one backward of ``loss`` and a step of each optimizer (networks with disjoint parameters).
+
+        One *phase* of the iteration. Under 16-bit mixed precision the phase has a loss scale of its own
+        (:class:`~mkdseg.methods.training_state.PhaseLossScaling`): an optimizer whose gradients overflowed
+        skips its step (counted in ``train/amp_skipped/<phase>``) and the scale is updated once per phase.
+        ``count_last``: this phase ends the iteration, which advances ``trainer.global_step`` by one.
+        """
+        scaling = loss_scaling(self)
+        phase = phase_name(self, optimizers)
+        scaler = scaling.scaler(phase)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        for i, opt in enumerate(optimizers):
-            if count_last and i == len(optimizers) - 1:
-                opt.step()
-            else:
-                with uncounted(opt):
-                    opt.step()
+        self.manual_backward(scaler.scale(loss))
+        for opt in optimizers:
+            with uncounted(opt):
+                scaler.step(opt)  # unscales; steps only if this optimizer's gradients are finite
+        scaling.update(phase)
+        if scaling.enabled:
+            self.log(f"train/amp_scale/{phase}", scaler.get_scale(), on_step=True, on_epoch=False, batch_size=1)
+            self.log(f"train/amp_skipped/{phase}", float(scaling.skipped[phase]), on_step=True, on_epoch=False, batch_size=1)
+        if count_last:
+            count_iteration(optimizers[-1])
 
     def on_train_epoch_end(self) -> None:
         for scheduler in self.lr_schedulers() or []:
@@ -234,14 +266,16 @@ class MKDModule(SegmentationMethod):
         ]
         return optimizers, schedulers
 
-    # -- checkpoints: the pools are training state too ---------------------------------------
+    # -- checkpoints: the pools are training state too (one pair per rank under DDP) ----------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["image_pools"] = {"t": self.pool_t.state_dict(), "a": self.pool_a.state_dict()}
+        checkpoint["image_pools"] = gather_per_rank({"t": self.pool_t.state_dict(), "a": self.pool_a.state_dict()})
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         pools = checkpoint.get("image_pools")
         if pools:
+            pools = pick_rank(pools) if isinstance(pools, list) else pools
             self.pool_t.load_state_dict(pools["t"], self.device)
             self.pool_a.load_state_dict(pools["a"], self.device)
 

@@ -1,0 +1,167 @@
+"""The paper-reproduction harness: config composition, studies, and a tiny study end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, TINY_MODEL
+
+sys.path.insert(0, str(REPO))  # `benchmarks` is a top-level package of the repository, not of mkdseg
+from benchmarks import reproduce  # noqa: E402
+from benchmarks.reproduce import compose, make_study, main  # noqa: E402
+
+BENCH = REPO / "configs" / "bench"
+METHOD_CONFIGS = sorted(p.stem for p in BENCH.glob("*.yaml") if p.stem not in ("base", "mmwhs"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config_dir(tmp_path: Path, phantom_root: Path) -> Path:
+    """configs/bench's method yamls with a tiny base: 2 iterations on the 32-px test phantom."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    model = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY_MODEL.items() if k != "image_size"}
+    base = yaml.safe_load((BENCH / "base.yaml").read_text())
+    base["trainer"].update(max_steps=2, log_every_n_steps=1)
+    base["model"]["init_args"] = model
+    base["data"].update(root=str(phantom_root), image_size=32, phantom_subjects=4, phantom_slices=8, batch_size=2, samples_per_epoch=4)
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    for name in METHOD_CONFIGS:
+        (folder / f"{name}.yaml").write_text((BENCH / f"{name}.yaml").read_text())
+    return folder
+
+
+def test_tiny_study_writes_table_csv_and_chart_and_skips_finished_runs(tmp_path, phantom_root, monkeypatch):
+    configs, out, runs = tiny_config_dir(tmp_path, phantom_root), tmp_path / "out", tmp_path / "runs"
+    args = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--out", str(out),
+            "--runs-dir", str(runs), "--methods", "baseline", "mkd"]
+    assert main(args) == 0
+
+    results = sorted(runs.glob("*/fold0-seed0/result.json"))
+    assert [p.parent.parent.name.split("-")[0] for p in results] == ["baseline", "mkd"]
+    for path in results:
+        result = json.loads(path.read_text())
+        assert result["global_step"] == 2 and result["fold"] == 0 and result["seed"] == 0
+        assert 0 <= result["dice"][result["primary_predictor"]]["mean"] <= 1
+        assert (path.parent / "config.yaml").exists() and (path.parent / "logs" / "metrics.csv").exists()
+
+    table = (out / "results.md").read_text()
+    for label in ("Baseline (target only)", "MKD: S_syn", "MKD: S_real", "MKD: ensemble"):
+        assert f"| {label} | " in table
+    assert "Fine-tune" not in table  # --methods filtered it out
+    header = next(line for line in table.splitlines() if line.startswith("| Method"))
+    assert header.split(" | ")[1:9] == ["Mean Dice", "MYO", "LA", "LV", "RA", "RV", "AA", "PA"]
+    assert "± 0.00" in table and "90.12" in table  # one run per row; the paper's number alongside
+
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [(r["config"], r["predictor"]) for r in rows] == [("baseline", "seg"), ("mkd", "syn"), ("mkd", "real"), ("mkd", "ens")]
+    mkd = json.loads(results[1].read_text())
+    assert float(rows[3]["mean_dice"]) == pytest.approx(mkd["dice"]["ens"]["mean"], rel=1e-5)
+    assert (out / "dice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second invocation trains nothing and reports the same table
+    mtimes = [p.stat().st_mtime_ns for p in results]
+
+    def must_not_run(spec):
+        raise AssertionError(f"finished run {spec.dir} was run again")
+
+    monkeypatch.setattr(reproduce, "run_one", must_not_run)
+    assert main(args) == 0
+    assert [p.stat().st_mtime_ns for p in results] == mtimes
+    assert (out / "results.md").read_text().split("\n\n")[1] == table.split("\n\n")[1]
+    assert "0 run(s) trained, 2 reused" in (out / "results.md").read_text()
+
+
+def test_unfinished_run_is_redone_and_a_failure_does_not_stop_the_others(tmp_path, phantom_root, monkeypatch):
+    configs, runs = tiny_config_dir(tmp_path, phantom_root), tmp_path / "runs"
+    calls = []
+
+    def fake_run(spec):
+        calls.append(spec.config_name)
+        if spec.config_name == "baseline":
+            raise RuntimeError("boom")
+        spec.dir.mkdir(parents=True, exist_ok=True)
+        result = {"config": spec.config_name, "key": spec.key, "fold": 0, "seed": 0, "primary_predictor": "seg",
+                  "global_step": 2, "fit_s": 0.0, "total_s": 0.0, "dice": {"seg": {"mean": 0.5}}}
+        spec.result_path.write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(reproduce, "run_one", fake_run)
+    args = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--out", str(tmp_path / "out"),
+            "--runs-dir", str(runs), "--methods", "baseline", "joint"]
+    assert main(args) == 1  # one run failed
+    assert calls == ["baseline", "joint"]
+    assert (next(runs.glob("baseline-*/fold0-seed0")) / "error.txt").read_text().strip().endswith("RuntimeError: boom")
+    assert main(args) == 1 and calls[2:] == ["baseline"]  # only the unfinished run is tried again
+
+
+def test_budget_rule_and_option_filtering():
+    base = {"trainer": {"max_steps": 50}, "model": {"init_args": {"gen_filters": 8, "seg_channels": [4, 8, 16]}}}
+    baseline = compose(base, {"model": {"class_path": "mkdseg.methods.Baseline"}})
+    assert baseline["trainer"]["max_steps"] == 50
+    assert baseline["model"]["init_args"] == {"seg_channels": [4, 8, 16]}  # no generator option for a segmentor-only method
+    finetune = compose(base, {"model": {"class_path": "mkdseg.methods.FineTune"}})
+    assert finetune["model"]["init_args"]["pretrain_steps"] == 50 and finetune["trainer"]["max_steps"] == 100
+    offline = compose(base, {"model": {"class_path": "mkdseg.methods.OfflineTranslation", "init_args": {"translation_steps": 30}}}, steps=20)
+    assert offline["model"]["init_args"]["translation_steps"] == 30 and offline["trainer"]["max_steps"] == 50
+    assert offline["model"]["init_args"]["gen_filters"] == 8
+    # --set model options reach the methods that have them; a study override a method lacks is an error
+    mkd = compose(base, {"model": {"class_path": "mkdseg.methods.MKDModule"}}, sets=[("model.init_args.gen_blocks", 2)])
+    assert mkd["model"]["init_args"]["gen_blocks"] == 2
+    assert "gen_blocks" not in compose(base, {"model": {"class_path": "mkdseg.methods.Baseline"}}, sets=[("model.init_args.gen_blocks", 2)])["model"]["init_args"]
+    with pytest.raises(ValueError, match="lambda_kd_real"):
+        compose(base, {"model": {"class_path": "mkdseg.methods.Baseline"}}, overrides=[("model.init_args.lambda_kd_real", 0.0)])
+    with pytest.raises(ValueError, match="class_path"):
+        compose(base, {"model": {"class_path": "mkdseg.methods.NoSuchMethod"}})
+
+
+def test_studies():
+    base = yaml.safe_load((BENCH / "base.yaml").read_text())
+    table1, table2 = make_study("table1", base), make_study("table2", base)
+    assert {r.config for r in table1.rows} == {
+        "baseline", "finetune", "joint", "xshape", "offline_translation", "online_translation", "online_translation_ensemble", "mkd"}
+    assert [r.paper for r in table1.rows if r.config == "mkd"] == [88.49, 89.47, 90.12]
+    # table 2's full MKD is exactly table 1's MKD run (same config, so the run is shared)
+    full = next(r for r in table2.rows if r.label.startswith("MKD (full)"))
+    mkd_rows = [r for r in table1.rows if r.config == "mkd"]
+    method = yaml.safe_load((BENCH / "mkd.yaml").read_text())
+    assert compose(base, method, list(full.overrides)) == compose(base, method, list(mkd_rows[0].overrides))
+    assert {dict(r.overrides).get("model.init_args.lambda_kd_real") for r in table2.rows} == {None, 0.0}
+    assert {r.config for r in table2.rows} == {"mkd", "mkd_no_alignment"}
+    # table 3: the paper's 5/10/20 of 20 assistant subjects, scaled to the phantom's 12
+    table3 = make_study("table3", base)
+    assert sorted({dict(r.overrides)["data.n_assistant"] for r in table3.rows if r.overrides}) == [3, 6, 12]
+    table4 = make_study("table4", base)
+    assert table4.overrides["data.target"] == "mr" and table4.overrides["data.assistant"] == "ct"
+    assert table4.overrides["data.root"] != base["data"]["root"]  # the phantom cache is per direction
+    with pytest.raises(ValueError, match="table1"):
+        make_study("table9", base)
+
+
+@pytest.mark.parametrize("base_name", ["base", "mmwhs"])
+def test_shipped_configs_compose_and_build_every_method(base_name, tmp_path):
+    from mkdseg.cli import build_cli
+
+    base = yaml.safe_load((BENCH / f"{base_name}.yaml").read_text())
+    reproduce.check_shared_options(base, [])
+    for name in METHOD_CONFIGS:
+        config = reproduce.for_run(compose(base, yaml.safe_load((BENCH / f"{name}.yaml").read_text())), 1, 1, tmp_path / name)
+        config["data"]["root"] = str(tmp_path / "data")
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cli = build_cli(["--config", str(path)], run=False)
+        assert cli.model.hparams.image_size == base["data"]["image_size"]
+        assert cli.datamodule.hparams.fold == 1 and cli.trainer.max_steps in (base["trainer"]["max_steps"], 2 * base["trainer"]["max_steps"])
