@@ -18,7 +18,7 @@ def test_walkthrough_runs_at_tiny_size(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     first = nb.cells[0]
     assert first.cell_type == "code" and "MAX_STEPS" in first.source and "parameters" in first.metadata.get("tags", [])
-    first.source = "\n".join([
+    first.source += "\n\n# tiny size (tests/test_notebook.py)\n" + "\n".join([
         "MAX_STEPS = 2", "IMAGE_SIZE = 32", "PHANTOM_SUBJECTS = 4", "PHANTOM_SLICES = 8", "SMALL_NETS = True",
         f"DATA_ROOT = {json.dumps(str(tmp_path / 'phantom'))}", "THREADS = 1",
     ])
