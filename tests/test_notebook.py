@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
+import nbclient  # the dev extra installs both: a missing one is a failure, not a skip
+import nbformat
 
 from conftest import REPO
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"
 
