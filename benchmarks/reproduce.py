@@ -8,7 +8,10 @@
 Studies
     table1  every method: baseline, fine-tune, joint training, X-shape, offline translation (Jiang),
             online translation (Zhang) and its two-segmentor ensemble, MKD's S_syn, S_real and ensemble.
-    table2  MKD ablations: full, without image alignment, without syn->real KD, without real->syn KD.
+    table2  MKD ablations: full, without image alignment, without syn->real KD, without real->syn KD;
+            on the phantom also two controls with a perfect translator (the assistant subjects' own anatomy
+            rendered as the target modality): MKD (``mkd_oracle_translation``) and one segmentor on
+            real + perfectly translated images (``offline_oracle_translation``).
     table3  MKD with n_assistant assistant subjects (the paper's 5, 10, 20 of 20 MR, scaled to the data's
             assistant subject count: 3, 6, 12 on a 12-subject phantom), plus the baseline for reference.
     table4  table1's methods with the direction swapped (target MR, assistant CT).
@@ -32,6 +35,11 @@ Resuming
     ``result.json`` exists it is not run again, whatever the study that asks for it (table 2's full MKD
     is table 1's MKD). Delete the folder to redo a run.
 
+Parallel runs
+    ``--jobs J`` trains J runs at a time, each in its own spawned process with ``--threads`` torch
+    threads. On a small CPU, J processes of one thread each beat one process of J threads (the
+    threads of one small-image step spend their time waiting for each other).
+
 Output (``--out``, default ``benchmarks/results/<study>``)
     ``results.md``: mean Dice then per structure, one row per method, mean ± std over folds x seeds of
     each run's mean over test volumes; ``runs.csv``: every run and predictor; ``dice.png``: bar chart.
@@ -47,12 +55,14 @@ import importlib
 import inspect
 import json
 import math
+import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,18 +109,23 @@ def _table1_rows() -> list[Row]:
     ]
 
 
-def _table2_rows() -> list[Row]:
+def _table2_rows(phantom: bool) -> list[Row]:
     variants = [
         ("MKD (full)", "mkd", ()),
         ("w/o image alignment", "mkd_no_alignment", ()),
         ("w/o syn→real KD (λ_kd1=0)", "mkd", (("model.init_args.lambda_kd_real", 0.0),)),
         ("w/o real→syn KD (λ_kd2=0)", "mkd", (("model.init_args.lambda_kd_syn", 0.0),)),
     ]
-    return [
+    if phantom:  # only the phantom can render an assistant subject in the target modality
+        variants.append(("control: MKD, perfect translation (phantom oracle)", "mkd_oracle_translation", ()))
+    rows = [
         Row(f"{label}: {name}", config, predictor, overrides)
         for label, config, overrides in variants
         for name, predictor in (("S_syn", "syn"), ("S_real", "real"), ("ensemble", "ens"))
     ]
+    if phantom:
+        rows.append(Row("control: one segmentor on real + perfectly translated (phantom oracle)", "offline_oracle_translation", "seg"))
+    return rows
 
 
 def _table3_rows(n_values: list[int]) -> list[Row]:
@@ -126,7 +141,7 @@ def make_study(name: str, base: dict, n_assistant: list[int] | None = None) -> S
     if name == "table1":
         return Study(name, "Table 1: comparison with other methods", _table1_rows())
     if name == "table2":
-        return Study(name, "Table 2: ablation of MKD's components", _table2_rows())
+        return Study(name, "Table 2: ablation of MKD's components", _table2_rows(data.get("source", "phantom") == "phantom"))
     if name == "table3":
         if not n_assistant:
             total = data.get("phantom_subjects", 20) if data.get("source", "phantom") == "phantom" else 20
@@ -335,6 +350,19 @@ def run_one(spec: RunSpec) -> dict:
     return result
 
 
+def _run_in_worker(spec: RunSpec, threads: int | None) -> dict:
+    """``run_one`` in a pool process; a failure comes back as the traceback text so that the parent
+    reports it the way it reports an in-process failure."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        return run_one(spec)
+    except Exception:  # noqa: BLE001 - returned, not raised: the parent records it and carries on
+        return {"error": traceback.format_exc()}
+
+
 def _torch_threads() -> int:
     import torch
 
@@ -486,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", metavar="CONFIG", help="only rows of these method configs")
     parser.add_argument("--n-assistant", type=int, nargs="+", help="table3: assistant subject counts")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (1 is fastest on a busy CPU)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each in its own process")
     parser.add_argument("--report-only", action="store_true", help="write the tables from finished runs, train nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -498,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         parser.error(f"--methods {args.methods} selects no row of {args.study}")
     n_folds = (base.get("data") or {}).get("n_folds", 2)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
     if not 1 <= args.folds <= n_folds or args.seeds < 1:
         parser.error(f"--folds must be in 1..{n_folds} (data.n_folds) and --seeds >= 1")
     if args.threads:
@@ -525,24 +556,24 @@ def main(argv: list[str] | None = None) -> int:
     ran = cached = failed = 0
     run_seconds = 0.0
     todo = list(unique.values())
+    pending: list[tuple[str, RunSpec]] = []
     for i, spec in enumerate(todo, 1):
         tag = f"[{i}/{len(todo)}] {spec.key} fold {spec.fold} seed {spec.seed}"
         if spec.result_path.exists():
             cached += 1
             result = json.loads(spec.result_path.read_text())
             print(f"{tag}: done before ({result['total_s']:.0f} s)", flush=True)
-            continue
-        if args.report_only:
+        elif args.report_only:
             print(f"{tag}: not run", flush=True)
-            continue
-        print(f"{tag}: training {spec.config['trainer']['max_steps']} iterations ...", flush=True)
-        try:
-            result = run_one(spec)
-        except Exception:  # noqa: BLE001 - one failed run must not lose the others
+        else:
+            pending.append((tag, spec))
+
+    for tag, spec, result in _train(pending, args.jobs, args.threads):
+        if "error" in result:
             failed += 1
             spec.dir.mkdir(parents=True, exist_ok=True)
-            (spec.dir / "error.txt").write_text(traceback.format_exc())
-            print(f"{tag}: FAILED, see {spec.dir / 'error.txt'}\n{traceback.format_exc()}", flush=True)
+            (spec.dir / "error.txt").write_text(result["error"])
+            print(f"{tag}: FAILED, see {spec.dir / 'error.txt'}\n{result['error']}", flush=True)
             continue
         ran += 1
         run_seconds += result["total_s"]
@@ -559,6 +590,33 @@ def main(argv: list[str] | None = None) -> int:
     table = write_outputs(study, specs, out, meta)
     print(f"\n{study.title}\n{markdown_table(table, any(r.paper is not None for r in specs))}\n\nwrote {out / 'results.md'}, {out / 'runs.csv'}, {out / 'dice.png'}")
     return 1 if failed else 0
+
+
+def _train(pending: list[tuple[str, RunSpec]], jobs: int, threads: int | None):
+    """Yield ``(tag, spec, result)`` per run as it finishes; ``result`` is ``{"error": traceback}`` for a
+    failed run, so that one failure never stops the others."""
+    if jobs == 1:
+        for tag, spec in pending:
+            print(f"{tag}: training {spec.config['trainer']['max_steps']} iterations ...", flush=True)
+            try:
+                yield tag, spec, run_one(spec)
+            except Exception:  # noqa: BLE001 - one failed run must not lose the others
+                yield tag, spec, {"error": traceback.format_exc()}
+        return
+    # spawn, not fork: a forked child inherits torch's thread pools and any lock held at fork time
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {}
+        for tag, spec in pending:
+            print(f"{tag}: queued, {spec.config['trainer']['max_steps']} iterations", flush=True)
+            futures[pool.submit(_run_in_worker, spec, threads)] = (tag, spec)
+        for future in as_completed(futures):
+            tag, spec = futures[future]
+            try:
+                result = future.result()
+            except Exception:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
+                result = {"error": traceback.format_exc()}
+            yield tag, spec, result
 
 
 def _relative(path: Path) -> str:

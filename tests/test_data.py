@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mkdseg.data.augment import random_flip_rotate
-from mkdseg.data.datasets import UnpairedSampler
+from mkdseg.data.datasets import UnpairedSampler, UnpairedSliceDataset
+from mkdseg.data.phantom import render_record_as, render_subject
 from mkdseg.data.splits import load_or_create_folds, make_folds, train_val_subjects
 
 from conftest import make_datamodule
@@ -131,6 +132,7 @@ def test_phantom_cache_is_generated_once(phantom_root):
         (dict(target="pet"), "data.target"),
         (dict(target="mr", assistant="mr"), "must differ"),
         (dict(n_assistant=0), "data.n_assistant"),
+        (dict(source="mmwhs", assistant_as_target=True), "data.assistant_as_target"),
     ],
 )
 def test_bad_data_options_fail_naming_the_option(phantom_root, overrides, message):
@@ -157,3 +159,45 @@ def test_validation_volumes_are_whole_labelled_volumes(phantom_root):
     assert volume["image"].shape == (8, 1, 32, 32)
     assert volume["label"].shape == (8, 32, 32)
     assert set(np.unique(volume["label"].numpy())) <= set(range(8))
+
+
+def test_paired_rendering_is_the_assistant_subjects_anatomy_in_the_target_modality(phantom_root):
+    dm = make_datamodule(phantom_root, assistant_as_target=True, augment=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    records = dm.assistant_train.records
+    n_slices = records[0].n_slices
+    k = 3 * len(dm.assistant_train) + n_slices + 2  # target slice 3 with assistant volume 1, slice 2
+    item = dm.train_set[k]
+    record = records[1]
+    assert record.modality == "mr" and item["x_a_as_t"].shape == item["x_a"].shape
+    paired = render_record_as(record, "ct")
+    assert torch.equal(item["x_a_as_t"][0], torch.from_numpy(paired[2]))
+    # the same person: the CT rendering's label map is the MR volume's label map
+    _, ct_label = render_subject(record.extra["anatomy_seed"], "ct", paired.shape[-1], n_slices)
+    assert torch.equal(item["y_a"], torch.from_numpy(ct_label[2].astype(np.int64)))
+    assert not torch.allclose(item["x_a_as_t"], item["x_a"], atol=0.1)  # but another modality's appearance
+
+
+def test_paired_rendering_gets_the_assistant_images_flip_and_rotation(phantom_root):
+    dm = make_datamodule(phantom_root)
+    dm.prepare_data()
+    dm.setup("fit")
+    assistant = dm.assistant_train
+    # the "rendering" is the assistant image itself: only the same transform keeps the two equal
+    own = [np.asarray(volume[0]) for volume in assistant.volumes]
+    dataset = UnpairedSliceDataset(dm.target_train, assistant, augment=True, max_rotation=30, assistant_as_target=own)
+    torch.manual_seed(0)
+    items = [dataset[k] for k in range(0, len(dataset), 7)]
+    assert all(torch.equal(i["x_a_as_t"], i["x_a"]) for i in items)
+    unaugmented = UnpairedSliceDataset(dm.target_train, assistant, augment=False)
+    assert any(not torch.equal(i["x_a"], unaugmented[k]["x_a"]) for k, i in zip(range(0, len(dataset), 7), items))
+    with pytest.raises(ValueError, match="assistant_as_target"):
+        UnpairedSliceDataset(dm.target_train, assistant, assistant_as_target=own[:-1])
+
+
+def test_without_the_option_batches_hold_no_paired_rendering(phantom_root):
+    dm = make_datamodule(phantom_root)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert set(dm.train_set[0]) == {"x_t", "y_t", "x_a", "y_a", "t_index", "a_index"}

@@ -13,8 +13,8 @@ import yaml
 from mkdseg.cli import build_cli
 from mkdseg.losses import supervised_loss
 from mkdseg.methods import (
-    Baseline, FineTune, JointTraining, MKDModule, MKDNoAlignment, OfflineTranslation, OnlineTranslation,
-    OnlineTranslationEnsemble, XShape,
+    Baseline, FineTune, JointTraining, MKDModule, MKDNoAlignment, MKDOracleTranslation, OfflineOracleTranslation,
+    OfflineTranslation, OnlineTranslation, OnlineTranslationEnsemble, XShape,
 )
 from mkdseg.nets.xshape import XShapeNet
 
@@ -202,6 +202,62 @@ def test_no_alignment_is_mkd_segmentor_step_with_raw_assistant_images():
     want = full.segmentor_losses(b["x_a"], b["y_a"], b["x_t"], b["y_t"])
     assert got.keys() == want.keys() and all(torch.allclose(got[k], want[k]) for k in got)
     assert got["loss_kd_syn2real"] > 0 and got["loss_kd_real2syn"] > 0
+
+
+def test_oracle_translation_trains_s_syn_on_the_paired_rendering(phantom_root, monkeypatch):
+    seen = []
+    original_losses = MKDOracleTranslation.segmentor_losses
+    original_step = MKDOracleTranslation.training_step
+
+    def record_batch(self, batch, batch_idx):
+        seen.append(("batch", batch["x_a_as_t"].clone(), batch["x_a"].clone()))
+        return original_step(self, batch, batch_idx)
+
+    def record_losses(self, fake_t, y_a, x_t, y_t):
+        seen.append(("fake_t", fake_t.clone()))
+        return original_losses(self, fake_t, y_a, x_t, y_t)
+
+    monkeypatch.setattr(MKDOracleTranslation, "training_step", record_batch)
+    monkeypatch.setattr(MKDOracleTranslation, "segmentor_losses", record_losses)
+    model = MKDOracleTranslation(**TINY_SEG)
+    before = snapshot(model)
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(model, datamodule=make_datamodule(phantom_root, assistant_as_target=True))
+    assert trainer.global_step == 2 and changed(before, snapshot(model)) == {"s_syn", "s_real"}
+    assert [entry[0] for entry in seen] == ["batch", "fake_t"] * 2
+    for (_, paired, raw), (_, fake_t) in zip(seen[0::2], seen[1::2]):
+        assert torch.equal(fake_t, paired) and not torch.equal(fake_t, raw)  # the rendering, never the MR slice
+
+
+def test_offline_oracle_trains_one_segmentor_on_the_paired_rendering_and_real_target(phantom_root, monkeypatch):
+    seen = []
+    original_step = OfflineOracleTranslation.training_step
+    original_losses = JointTraining.losses
+
+    def record_batch(self, batch, batch_idx):
+        seen.append(("batch", batch["x_a_as_t"].clone(), batch["x_a"].clone(), batch["x_t"].clone()))
+        return original_step(self, batch, batch_idx)
+
+    def record_losses(self, batch):
+        seen.append(("losses", batch["x_a"].clone(), batch["x_t"].clone()))
+        return original_losses(self, batch)
+
+    monkeypatch.setattr(OfflineOracleTranslation, "training_step", record_batch)
+    monkeypatch.setattr(JointTraining, "losses", record_losses)
+    model = OfflineOracleTranslation(**TINY_SEG)
+    before = snapshot(model)
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(model, datamodule=make_datamodule(phantom_root, assistant_as_target=True))
+    assert trainer.global_step == 2 and changed(before, snapshot(model)) == {"seg"}
+    assert [entry[0] for entry in seen] == ["batch", "losses"] * 2
+    for (_, paired, raw, x_t), (_, x_a_used, x_t_used) in zip(seen[0::2], seen[1::2]):
+        assert torch.equal(x_a_used, paired) and not torch.equal(x_a_used, raw) and torch.equal(x_t_used, x_t)
+
+
+@pytest.mark.parametrize("cls", [MKDOracleTranslation, OfflineOracleTranslation])
+def test_oracle_controls_without_paired_renderings_name_the_option(cls, phantom_root):
+    with pytest.raises(ValueError, match="data.assistant_as_target"):
+        quiet_trainer(max_steps=1).fit(cls(**TINY_SEG), datamodule=make_datamodule(phantom_root))
 
 
 def test_offline_segmentor_learning_rate_decays_only_once_it_trains(phantom_root):

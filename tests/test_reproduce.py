@@ -140,7 +140,9 @@ def test_studies():
     method = yaml.safe_load((BENCH / "mkd.yaml").read_text())
     assert compose(base, method, list(full.overrides)) == compose(base, method, list(mkd_rows[0].overrides))
     assert {dict(r.overrides).get("model.init_args.lambda_kd_real") for r in table2.rows} == {None, 0.0}
-    assert {r.config for r in table2.rows} == {"mkd", "mkd_no_alignment"}
+    assert {r.config for r in table2.rows} == {"mkd", "mkd_no_alignment", "mkd_oracle_translation", "offline_oracle_translation"}
+    mmwhs = yaml.safe_load((BENCH / "mmwhs.yaml").read_text())  # no paired renderings of real scans: no oracle row
+    assert {r.config for r in make_study("table2", mmwhs).rows} == {"mkd", "mkd_no_alignment"}
     # table 3: the paper's 5/10/20 of 20 assistant subjects, scaled to the phantom's 12
     table3 = make_study("table3", base)
     assert sorted({dict(r.overrides)["data.n_assistant"] for r in table3.rows if r.overrides}) == [3, 6, 12]
@@ -162,6 +164,65 @@ def test_shipped_configs_compose_and_build_every_method(base_name, tmp_path):
         config["data"]["root"] = str(tmp_path / "data")
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
+        if config["data"].get("assistant_as_target") and config["data"]["source"] != "phantom":
+            with pytest.raises(ValueError, match="data.assistant_as_target needs data.source=phantom"):
+                build_cli(["--config", str(path)], run=False)
+            continue
         cli = build_cli(["--config", str(path)], run=False)
         assert cli.model.hparams.image_size == base["data"]["image_size"]
         assert cli.datamodule.hparams.fold == 1 and cli.trainer.max_steps in (base["trainer"]["max_steps"], 2 * base["trainer"]["max_steps"])
+
+
+def test_parallel_jobs_give_the_same_results_as_one_process(tmp_path, phantom_root):
+    configs = tiny_config_dir(tmp_path, phantom_root)
+    common = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--threads", "1",
+              "--methods", "baseline", "joint"]
+    assert main(common + ["--jobs", "2", "--runs-dir", str(tmp_path / "parallel"), "--out", str(tmp_path / "p")]) == 0
+    assert main(common + ["--runs-dir", str(tmp_path / "serial"), "--out", str(tmp_path / "s")]) == 0
+
+    def results(folder):
+        return {p.parent.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/fold0-seed0/result.json"))}
+
+    parallel, serial = results(tmp_path / "parallel"), results(tmp_path / "serial")
+    assert sorted(parallel) == sorted(serial) and len(parallel) == 2
+    for key, result in parallel.items():
+        assert result["torch_threads"] == 1 and result["global_step"] == 2
+        assert result["dice"] == serial[key]["dice"]  # same seed, same thread count: the same numbers
+    assert "2 run(s) trained, 0 reused, 0 failed" in (tmp_path / "p" / "results.md").read_text()
+
+
+def test_a_failing_run_in_a_worker_is_recorded_and_the_others_finish(tmp_path, phantom_root):
+    configs = tiny_config_dir(tmp_path, phantom_root)
+    broken = yaml.safe_load((configs / "joint.yaml").read_text())
+    broken.setdefault("model", {}).setdefault("init_args", {})["seg_strides"] = [2]  # too few for 4 channel levels: the U-Net refuses
+    (configs / "joint.yaml").write_text(yaml.safe_dump(broken))
+    runs = tmp_path / "runs"
+    args = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--out", str(tmp_path / "out"),
+            "--runs-dir", str(runs), "--methods", "baseline", "joint", "--jobs", "2"]
+    assert main(args) == 1
+    assert len(list(runs.glob("baseline-*/fold0-seed0/result.json"))) == 1
+    error = next(runs.glob("joint-*/fold0-seed0/error.txt")).read_text()
+    assert "Traceback" in error and not list(runs.glob("joint-*/fold0-seed0/result.json"))
+
+
+def test_jobs_must_be_positive(tmp_path, phantom_root):
+    configs = tiny_config_dir(tmp_path, phantom_root)
+    with pytest.raises(SystemExit):
+        main(["table1", "--config-dir", str(configs), "--jobs", "0", "--report-only"])
+
+
+def test_translation_probe_dice_and_a_tiny_run(tmp_path, phantom_root):
+    from benchmarks import translation_quality as tq
+
+    label = torch.tensor([[0, 1, 1], [2, 2, 0]])
+    assert tq.pooled_dice(label, label) == 1.0
+    # class 1: 2*1/(1+2); class 2: 2*2/(3+2); class 3 is absent from the label and not counted
+    assert tq.pooled_dice(torch.tensor([[0, 1, 2], [2, 2, 3]]), label) == pytest.approx((2 / 3 + 4 / 5) / 2)
+
+    configs, out = tiny_config_dir(tmp_path, phantom_root), tmp_path / "out"
+    assert tq.main(["--config-dir", str(configs), "--steps", "2", "--every", "1", "--judge-steps", "2",
+                    "--lambda-sup-gen", "0", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    result = json.loads((out / "mkd_lambda_sup_gen0.json").read_text())
+    assert [row["iteration"] for row in result["curve"]] == [1, 2]
+    assert all(0 <= row[k] <= 1 for row in result["curve"] for k in row if k != "iteration")
+    assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"

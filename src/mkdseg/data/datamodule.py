@@ -34,6 +34,9 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         augment, max_rotation, flip_prob: random left-right flips and rotations (degrees).
         phantom_subjects, phantom_slices, phantom_seed: size and seed of the generated phantom
             (subjects per modality, slices per subject).
+        assistant_as_target: phantom only: batches also hold ``x_a_as_t``, each assistant slice as the
+            target modality shows the same anatomy (a perfect translation), for the controls of
+            :mod:`mkdseg.methods.oracle`, which bound what image alignment can give.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         phantom_subjects: int = 20,
         phantom_slices: int = 32,
         phantom_seed: int = 0,
+        assistant_as_target: bool = False,
     ):
         super().__init__()
         _check_choice("data.source", source, SOURCES)
@@ -65,6 +69,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         _check_choice("data.assistant", assistant, MODALITIES)
         if target == assistant:
             raise ValueError(f"data.target and data.assistant must differ, both are {target!r}")
+        if assistant_as_target and source != "phantom":
+            raise ValueError(f"data.assistant_as_target needs data.source=phantom (paired renderings), got {source!r}")
         if not 0 <= fold < n_folds:
             raise ValueError(f"data.fold must be in 0..{n_folds - 1} for data.n_folds={n_folds}, got {fold}")
         for name, value in (("n_assistant", n_assistant), ("n_target", n_target), ("samples_per_epoch", samples_per_epoch)):
@@ -115,7 +121,14 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         self.assistant_train = SliceSet(cache, assistants[: hp.n_assistant] if hp.n_assistant else assistants)
         self.val_records = [by_id[s] for s in val_ids]
         self.cache = cache
-        self.train_set = UnpairedSliceDataset(self.target_train, self.assistant_train, hp.augment, hp.max_rotation, hp.flip_prob)
+        paired = None
+        if hp.assistant_as_target:
+            from mkdseg.data.phantom import render_record_as
+
+            paired = [render_record_as(r, hp.target) for r in self.assistant_train.records]
+        self.train_set = UnpairedSliceDataset(
+            self.target_train, self.assistant_train, hp.augment, hp.max_rotation, hp.flip_prob, assistant_as_target=paired
+        )
 
     def _check_size(self, cache: SliceCache, record) -> None:
         image, _ = cache.load(record)

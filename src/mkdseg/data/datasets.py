@@ -112,11 +112,27 @@ class UnpairedSampler(DistributedSampler):
 
 
 class UnpairedSliceDataset(Dataset):
-    """Item ``k = t * n_assistant + a``: target slice ``t`` with assistant slice ``a``, augmented independently."""
+    """Item ``k = t * n_assistant + a``: target slice ``t`` with assistant slice ``a``, augmented independently.
 
-    def __init__(self, target: SliceSet, assistant: SliceSet, augment: bool = True, max_rotation: float = 15.0, flip_prob: float = 0.5):
+    ``assistant_as_target`` (optional, one array ``[slices, H, W]`` per assistant volume) is each
+    assistant volume rendered in the target modality; the item then also holds ``x_a_as_t``, augmented
+    with exactly ``x_a``'s flip and rotation. Only the phantom has such paired renderings.
+    """
+
+    def __init__(
+        self,
+        target: SliceSet,
+        assistant: SliceSet,
+        augment: bool = True,
+        max_rotation: float = 15.0,
+        flip_prob: float = 0.5,
+        assistant_as_target: Sequence[np.ndarray] | None = None,
+    ):
         self.target, self.assistant = target, assistant
         self.augment, self.max_rotation, self.flip_prob = augment, max_rotation, flip_prob
+        if assistant_as_target is not None and [len(v) for v in assistant_as_target] != [r.n_slices for r in assistant.records]:
+            raise ValueError("assistant_as_target must hold one volume per assistant volume, with its slice count")
+        self.assistant_as_target = assistant_as_target
 
     def __len__(self) -> int:
         return len(self.target) * len(self.assistant)
@@ -129,8 +145,16 @@ class UnpairedSliceDataset(Dataset):
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         t, a = divmod(int(k), len(self.assistant))
         x_t, y_t = self._augmented(*self.target[t])
-        x_a, y_a = self._augmented(*self.assistant[a])
-        return {"x_t": x_t, "y_t": y_t, "x_a": x_a, "y_a": y_a, "t_index": torch.tensor(t), "a_index": torch.tensor(a)}
+        x_a, y_a = self.assistant[a]
+        item = {"x_t": x_t, "y_t": y_t, "t_index": torch.tensor(t), "a_index": torch.tensor(a)}
+        if self.assistant_as_target is None:
+            item["x_a"], item["y_a"] = self._augmented(x_a, y_a)
+            return item
+        v, s = self.assistant.index[a]
+        paired = torch.from_numpy(np.array(self.assistant_as_target[v][s], dtype=np.float32))[None]
+        both, item["y_a"] = self._augmented(torch.cat([x_a, paired]), y_a)  # one flip and rotation for both
+        item["x_a"], item["x_a_as_t"] = both[:1], both[1:]
+        return item
 
 
 class VolumeDataset(Dataset):

@@ -480,6 +480,17 @@ def render_subject(
     return image, TISSUE_LABEL[tissue]
 
 
+def render_record_as(record: VolumeRecord, modality: str) -> np.ndarray:
+    """The phantom subject of ``record`` as ``modality`` would show it: same anatomy, so the same
+    label map. The perfect translation of that subject, for the oracle-translation control."""
+    _check_modality("modality", modality)
+    params = record.extra.get("phantom")
+    if params is None or "anatomy_seed" not in record.extra:
+        raise ValueError(f"{record.modality}/{record.subject} is not a phantom volume: only the phantom has a paired rendering")
+    image, _ = render_subject(record.extra["anatomy_seed"], modality, params["image_size"], record.n_slices)
+    return image
+
+
 def subject_seed(seed: int, modality: str, index: int) -> int:
     """The anatomy seed of subject ``index`` of ``modality`` in the dataset drawn with ``seed``."""
     return int(np.random.SeedSequence([seed, MODALITIES.index(modality), index]).generate_state(1)[0])

@@ -4,9 +4,11 @@ from mkdseg.methods.base import SegmentationMethod, load_method
 from mkdseg.methods.baselines import Baseline, FineTune, JointTraining, XShape
 from mkdseg.methods.mkd import MKDModule
 from mkdseg.methods.mkd_ablations import MKDNoAlignment
+from mkdseg.methods.oracle import MKDOracleTranslation, OfflineOracleTranslation
 from mkdseg.methods.translation import OfflineTranslation, OnlineTranslation, OnlineTranslationEnsemble
 
 __all__ = [
-    "Baseline", "FineTune", "JointTraining", "MKDModule", "MKDNoAlignment", "OfflineTranslation",
-    "OnlineTranslation", "OnlineTranslationEnsemble", "SegmentationMethod", "XShape", "load_method",
+    "Baseline", "FineTune", "JointTraining", "MKDModule", "MKDNoAlignment", "MKDOracleTranslation",
+    "OfflineOracleTranslation", "OfflineTranslation", "OnlineTranslation", "OnlineTranslationEnsemble",
+    "SegmentationMethod", "XShape", "load_method",
 ]
