@@ -204,54 +204,46 @@ def test_no_alignment_is_mkd_segmentor_step_with_raw_assistant_images():
     assert got["loss_kd_syn2real"] > 0 and got["loss_kd_real2syn"] > 0
 
 
-def test_oracle_translation_trains_s_syn_on_the_paired_rendering(phantom_root, monkeypatch):
-    seen = []
-    original_losses = MKDOracleTranslation.segmentor_losses
-    original_step = MKDOracleTranslation.training_step
+def fit_oracle_recording_inputs(cls, inner_owner, inner_name: str, phantom_root, monkeypatch) -> tuple[list, list, object]:
+    """Fit ``cls`` for 2 iterations on batches with paired renderings, recording each batch and the
+    tensors ``inner_owner.inner_name`` (the method's loss function) receives."""
+    batches, received = [], []
+    original_step, original_inner = cls.training_step, getattr(inner_owner, inner_name)
 
     def record_batch(self, batch, batch_idx):
-        seen.append(("batch", batch["x_a_as_t"].clone(), batch["x_a"].clone()))
+        batches.append({k: v.clone() for k, v in batch.items() if k in ("x_a", "x_a_as_t", "x_t")})
         return original_step(self, batch, batch_idx)
 
-    def record_losses(self, fake_t, y_a, x_t, y_t):
-        seen.append(("fake_t", fake_t.clone()))
-        return original_losses(self, fake_t, y_a, x_t, y_t)
+    def record_inner(self, *args):
+        received.append(args)
+        return original_inner(self, *args)
 
-    monkeypatch.setattr(MKDOracleTranslation, "training_step", record_batch)
-    monkeypatch.setattr(MKDOracleTranslation, "segmentor_losses", record_losses)
-    model = MKDOracleTranslation(**TINY_SEG)
+    monkeypatch.setattr(cls, "training_step", record_batch)
+    monkeypatch.setattr(inner_owner, inner_name, record_inner)
+    model = cls(**TINY_SEG)
     before = snapshot(model)
     trainer = quiet_trainer(max_steps=2)
     trainer.fit(model, datamodule=make_datamodule(phantom_root, assistant_as_target=True))
-    assert trainer.global_step == 2 and changed(before, snapshot(model)) == {"s_syn", "s_real"}
-    assert [entry[0] for entry in seen] == ["batch", "fake_t"] * 2
-    for (_, paired, raw), (_, fake_t) in zip(seen[0::2], seen[1::2]):
-        assert torch.equal(fake_t, paired) and not torch.equal(fake_t, raw)  # the rendering, never the MR slice
+    assert trainer.global_step == 2 and len(batches) == len(received) == 2
+    return batches, received, changed(before, snapshot(model))
+
+
+def test_oracle_translation_trains_s_syn_on_the_paired_rendering(phantom_root, monkeypatch):
+    batches, received, trained = fit_oracle_recording_inputs(
+        MKDOracleTranslation, MKDOracleTranslation, "segmentor_losses", phantom_root, monkeypatch)
+    assert trained == {"s_syn", "s_real"}
+    for batch, (fake_t, _, x_t, _) in zip(batches, received):
+        assert torch.equal(fake_t, batch["x_a_as_t"]) and not torch.equal(fake_t, batch["x_a"])  # never the MR slice
+        assert torch.equal(x_t, batch["x_t"])
 
 
 def test_offline_oracle_trains_one_segmentor_on_the_paired_rendering_and_real_target(phantom_root, monkeypatch):
-    seen = []
-    original_step = OfflineOracleTranslation.training_step
-    original_losses = JointTraining.losses
-
-    def record_batch(self, batch, batch_idx):
-        seen.append(("batch", batch["x_a_as_t"].clone(), batch["x_a"].clone(), batch["x_t"].clone()))
-        return original_step(self, batch, batch_idx)
-
-    def record_losses(self, batch):
-        seen.append(("losses", batch["x_a"].clone(), batch["x_t"].clone()))
-        return original_losses(self, batch)
-
-    monkeypatch.setattr(OfflineOracleTranslation, "training_step", record_batch)
-    monkeypatch.setattr(JointTraining, "losses", record_losses)
-    model = OfflineOracleTranslation(**TINY_SEG)
-    before = snapshot(model)
-    trainer = quiet_trainer(max_steps=2)
-    trainer.fit(model, datamodule=make_datamodule(phantom_root, assistant_as_target=True))
-    assert trainer.global_step == 2 and changed(before, snapshot(model)) == {"seg"}
-    assert [entry[0] for entry in seen] == ["batch", "losses"] * 2
-    for (_, paired, raw, x_t), (_, x_a_used, x_t_used) in zip(seen[0::2], seen[1::2]):
-        assert torch.equal(x_a_used, paired) and not torch.equal(x_a_used, raw) and torch.equal(x_t_used, x_t)
+    batches, received, trained = fit_oracle_recording_inputs(
+        OfflineOracleTranslation, JointTraining, "losses", phantom_root, monkeypatch)
+    assert trained == {"seg"}
+    for batch, (used,) in zip(batches, received):
+        assert torch.equal(used["x_a"], batch["x_a_as_t"]) and not torch.equal(used["x_a"], batch["x_a"])
+        assert torch.equal(used["x_t"], batch["x_t"])
 
 
 @pytest.mark.parametrize("cls", [MKDOracleTranslation, OfflineOracleTranslation])
