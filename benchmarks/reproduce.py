@@ -350,17 +350,21 @@ def run_one(spec: RunSpec) -> dict:
     return result
 
 
+def _run_safely(spec: RunSpec) -> dict:
+    """``run_one``, with a failure returned as ``{"error": traceback}``: one failed run must not lose the others."""
+    try:
+        return run_one(spec)
+    except Exception:  # noqa: BLE001 - returned, not raised: the caller records it and carries on
+        return {"error": traceback.format_exc()}
+
+
 def _run_in_worker(spec: RunSpec, threads: int | None) -> dict:
-    """``run_one`` in a pool process; a failure comes back as the traceback text so that the parent
-    reports it the way it reports an in-process failure."""
+    """``_run_safely`` in a pool process, with the parent's torch thread count."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        return run_one(spec)
-    except Exception:  # noqa: BLE001 - returned, not raised: the parent records it and carries on
-        return {"error": traceback.format_exc()}
+    return _run_safely(spec)
 
 
 def _torch_threads() -> int:
@@ -598,10 +602,7 @@ def _train(pending: list[tuple[str, RunSpec]], jobs: int, threads: int | None):
     if jobs == 1:
         for tag, spec in pending:
             print(f"{tag}: training {spec.config['trainer']['max_steps']} iterations ...", flush=True)
-            try:
-                yield tag, spec, run_one(spec)
-            except Exception:  # noqa: BLE001 - one failed run must not lose the others
-                yield tag, spec, {"error": traceback.format_exc()}
+            yield tag, spec, _run_safely(spec)
         return
     # spawn, not fork: a forked child inherits torch's thread pools and any lock held at fork time
     context = multiprocessing.get_context("spawn")

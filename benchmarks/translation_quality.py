@@ -53,21 +53,17 @@ def pooled_dice(prediction: torch.Tensor, label: torch.Tensor, num_classes: int 
 
 
 @torch.no_grad()
-def segment(net: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+def evaluate(net: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """``net`` over ``images`` in eval mode and in batches; the training mode is restored after."""
     was_training = net.training
     net.eval()
-    out = torch.cat([net(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
+    out = torch.cat([net(images[i : i + batch]) for i in range(0, len(images), batch)])
     net.train(was_training)
     return out
 
 
-@torch.no_grad()
-def translate(generator: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    was_training = generator.training
-    generator.eval()
-    out = torch.cat([generator(images[i : i + batch]) for i in range(0, len(images), batch)])
-    generator.train(was_training)
-    return out
+def segment(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return evaluate(net, images).argmax(1)
 
 
 def stacked(slices: SliceSet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,14 +74,9 @@ def stacked(slices: SliceSet) -> tuple[torch.Tensor, torch.Tensor]:
 class TranslationProbe(pl.Callback):
     """Records the three Dice scores of the module docstring every ``every`` iterations."""
 
-    def __init__(self, judge: torch.nn.Module, every: int):
+    def __init__(self, judge: torch.nn.Module, every: int, assistant: tuple, held_out_target: tuple):
         self.judge, self.every, self.rows = judge, every, []
-
-    def setup(self, trainer, pl_module, stage):
-        dm = trainer.datamodule
-        dm.setup("fit")
-        self.x_a, self.y_a = stacked(dm.assistant_train)
-        self.x_t, self.y_t = stacked(SliceSet(dm.cache, dm.val_records))
+        (self.x_a, self.y_a), (self.x_t, self.y_t) = assistant, held_out_target
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -94,7 +85,7 @@ class TranslationProbe(pl.Callback):
             print(json.dumps(self.rows[-1]), flush=True)
 
     def measure(self, module, step: int) -> dict:
-        fake_t = translate(module.g_at, self.x_a)
+        fake_t = evaluate(module.g_at, self.x_a)
         return {
             "iteration": step,
             "judge_on_fake_ct": pooled_dice(segment(self.judge, fake_t), self.y_a),
@@ -152,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     samples = {"MR (input)": x_a[:: max(1, len(x_a) // 4)][:4]}
     for weight in args.lambda_sup_gen:
         name = f"mkd_lambda_sup_gen{weight:g}"
-        probe = TranslationProbe(judge, args.every)
+        probe = TranslationProbe(judge, args.every, (x_a, y_a), (probe_x, probe_y))
         cli = fit(bench_config(args.config_dir, "mkd", args.steps, args.work / name, lr + [("model.init_args.lambda_sup_gen", weight)]), [probe])
         if not probe.rows or probe.rows[-1]["iteration"] != cli.trainer.global_step:
             probe.rows.append(probe.measure(cli.model, cli.trainer.global_step))
-        samples[f"G_at(MR), lambda_sup_gen={weight:g}"] = translate(cli.model.g_at, samples["MR (input)"])
+        samples[f"G_at(MR), lambda_sup_gen={weight:g}"] = evaluate(cli.model.g_at, samples["MR (input)"])
         result = {"variant": name, "steps": args.steps, "lr_seg": args.lr_seg, "judge_on_real_ct": judge_real,
                   "judge_on_raw_mr": judge_mr, "curve": probe.rows}
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))

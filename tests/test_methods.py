@@ -37,15 +37,6 @@ METHODS = {
 PRIMARY = {"online_ens": "ens", "mkd_no_alignment": "ens"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks on a shared CPU: a second intra-op thread only adds contention (several-fold slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def networks(model) -> list[str]:
     return [n for n, m in model.named_children() if any(True for _ in m.parameters())]
 

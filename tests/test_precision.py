@@ -15,14 +15,6 @@ from conftest import make_datamodule, make_model, quiet_trainer
 PHASES = ("g_at+g_ta", "d_t+d_a", "s_syn+s_real")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # no OpenMP oversubscription on a shared CPU
-    yield
-    torch.set_num_threads(threads)
-
-
 def optimizer_steps(trainer) -> dict[str, int]:
     return {name: int(next(iter(opt.state.values()))["step"]) if opt.state else 0
             for name, opt in zip(OPTIMIZER_ORDER, trainer.optimizers)}

@@ -21,14 +21,6 @@ BENCH = REPO / "configs" / "bench"
 METHOD_CONFIGS = sorted(p.stem for p in BENCH.glob("*.yaml") if p.stem not in ("base", "mmwhs"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config_dir(tmp_path: Path, phantom_root: Path) -> Path:
     """configs/bench's method yamls with a tiny base: 2 iterations on the 32-px test phantom."""
     folder = tmp_path / "configs"

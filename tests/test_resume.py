@@ -23,16 +23,6 @@ from conftest import TINY_MODEL, make_datamodule, make_model, quiet_trainer
 SAMPLES_PER_EPOCH, BATCH = 6, 2  # three iterations per epoch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: bitwise-comparable runs here and in subprocesses, and no OpenMP
-    oversubscription on a shared CPU (which slows these tiny networks down tenfold)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class BatchRecorder(L.Callback):
     """Which (target, assistant) slices each iteration trained on."""
 

@@ -17,7 +17,7 @@ from mkdseg.labels import NUM_CLASSES
 from mkdseg.losses import GANLoss, cycle_loss, distillation_loss, supervised_loss
 from mkdseg.methods.base import SegmentationMethod
 from mkdseg.methods.pool import ImagePool
-from mkdseg.methods.training_state import gather_per_rank, loss_scaling, phase_name, pick_rank
+from mkdseg.methods.training_state import load_image_pools, loss_scaling, phase_name, save_image_pools
 from mkdseg.nets import NLayerDiscriminator, ResidualUNet, ResnetGenerator, init_weights
 
 OPTIMIZER_ORDER = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
@@ -269,15 +269,11 @@ class MKDModule(SegmentationMethod):
     # -- checkpoints: the pools are training state too (one pair per rank under DDP) ----------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["image_pools"] = gather_per_rank({"t": self.pool_t.state_dict(), "a": self.pool_a.state_dict()})
+        save_image_pools(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        pools = checkpoint.get("image_pools")
-        if pools:
-            pools = pick_rank(pools) if isinstance(pools, list) else pools
-            self.pool_t.load_state_dict(pools["t"], self.device)
-            self.pool_a.load_state_dict(pools["a"], self.device)
+        load_image_pools(self, checkpoint)
 
 
 def _check_options(options: dict) -> None:

@@ -21,7 +21,7 @@ from mkdseg.losses import GANLoss, cycle_loss
 from mkdseg.methods.base import SegmentationMethod
 from mkdseg.methods.mkd import MKDModule, _check_image_size, frozen, uncounted
 from mkdseg.methods.pool import ImagePool
-from mkdseg.methods.training_state import gather_per_rank, pick_rank
+from mkdseg.methods.training_state import load_image_pools, save_image_pools
 from mkdseg.nets import NLayerDiscriminator, ResidualUNet, ResnetGenerator, init_weights
 
 __all__ = ["SegmentorMethod", "TranslationMethod", "frozen", "segmentor_scheduler", "uncounted"]
@@ -208,12 +208,8 @@ class TranslationMethod(SegmentationMethod):
     # -- checkpoints: the pools are training state too (as MKD: one pair per rank under DDP) --
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["image_pools"] = gather_per_rank({"t": self.pool_t.state_dict(), "a": self.pool_a.state_dict()})
+        save_image_pools(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        pools = checkpoint.get("image_pools")
-        if pools:
-            pools = pick_rank(pools) if isinstance(pools, list) else pools
-            self.pool_t.load_state_dict(pools["t"], self.device)
-            self.pool_a.load_state_dict(pools["a"], self.device)
+        load_image_pools(self, checkpoint)

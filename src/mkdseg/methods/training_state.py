@@ -211,3 +211,16 @@ def _phase_name(module: torch.nn.Module, optimizers: Sequence) -> str:
         ids = {id(p) for group in opt.param_groups for p in group["params"]}
         names.append(next((n for n, owned in children.items() if owned and owned == ids), f"opt{i}"))
     return "+".join(names)
+
+
+def save_image_pools(module, checkpoint: dict) -> None:
+    """``module.pool_t`` and ``module.pool_a`` are training state too: one pair per rank under DDP."""
+    checkpoint["image_pools"] = gather_per_rank({"t": module.pool_t.state_dict(), "a": module.pool_a.state_dict()})
+
+
+def load_image_pools(module, checkpoint: dict) -> None:
+    pools = checkpoint.get("image_pools")
+    if pools:
+        pools = pick_rank(pools) if isinstance(pools, list) else pools
+        module.pool_t.load_state_dict(pools["t"], module.device)
+        module.pool_a.load_state_dict(pools["a"], module.device)
