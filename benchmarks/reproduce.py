@@ -69,7 +69,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STRUCTURES = ("MYO", "LA", "LV", "RA", "RV", "AA", "PA")
 #: first-stage lengths: a method accepting one of these trains N iterations + this many
 STAGE_KEYS = ("pretrain_steps", "translation_steps")
 
@@ -280,7 +279,7 @@ def for_run(config: dict, fold: int, seed: int, run_dir: Path) -> dict:
     trainer["default_root_dir"] = str(run_dir)
     logger = trainer.get("logger")
     if isinstance(logger, dict) and "class_path" in logger:
-        logger.setdefault("init_args", {}).update({"save_dir": str(run_dir), "name": "logs", "version": ""})
+        logger.setdefault("init_args", {}).update({"name": "logs", "version": ""})  # save_dir: default_root_dir
     return config
 
 
@@ -339,7 +338,7 @@ def run_one(spec: RunSpec) -> dict:
         "global_step": cli.trainer.global_step,
         "fit_s": round(fit_s, 1),
         "total_s": round(time.perf_counter() - start, 1),
-        "test_volumes": len(cli.datamodule.val_records),
+        "test_volumes": len(cli.datamodule.test_records),
         "dice": {
             predictor: {s: entry[s]["mean"] for s in ("mean",) + tuple(k for k in entry if k != "mean")}
             for predictor, entry in summary["dice"].items()
@@ -382,13 +381,28 @@ def _stats(values: list[float]) -> tuple[float, float, int]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite)), len(finite)
 
 
+def structures_of(results: dict[Row, list[dict]]) -> list[str]:
+    """The structures the runs report, in class order (the data's, recorded in each run's result)."""
+    names: dict[str, None] = {}
+    for runs in results.values():
+        for run in runs:
+            for entry in run["dice"].values():
+                names.update((k, None) for k in entry if k != "mean")
+    return list(names)
+
+
+def table_structures(table: list[dict]) -> list[str]:
+    return [k for k in table[0]["cells"] if k != "mean"] if table else []
+
+
 def aggregate(rows: list[Row], results: dict[Row, list[dict]]) -> list[dict]:
     """Per row: mean, std (over runs) and count of the run-level mean Dice and each structure's."""
     table = []
+    structures = structures_of(results)
     for row in rows:
         runs = [r for r in results.get(row, []) if row.predictor in r["dice"]]
         cells = {}
-        for column in ("mean",) + STRUCTURES:
+        for column in ["mean", *structures]:
             cells[column] = _stats([r["dice"][row.predictor].get(column, float("nan")) for r in runs])
         table.append({"row": row, "cells": cells, "runs": len(runs)})
     return table
@@ -400,11 +414,12 @@ def _cell(stat: tuple[float, float, int]) -> str:
 
 
 def markdown_table(table: list[dict], with_paper: bool) -> str:
-    header = ["Method", "Mean Dice"] + list(STRUCTURES) + (["Paper (MM-WHS CT)"] if with_paper else []) + ["runs"]
+    structures = table_structures(table)
+    header = ["Method", "Mean Dice"] + structures + (["Paper (MM-WHS CT)"] if with_paper else []) + ["runs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in table:
         row = entry["row"]
-        cells = [row.label, _cell(entry["cells"]["mean"])] + [_cell(entry["cells"][s]) for s in STRUCTURES]
+        cells = [row.label, _cell(entry["cells"]["mean"])] + [_cell(entry["cells"][s]) for s in structures]
         if with_paper:
             cells.append("" if row.paper is None else f"{row.paper:.2f}")
         cells.append(str(entry["runs"]))
@@ -422,7 +437,8 @@ def bar_chart(table: list[dict], title: str, path: Path) -> None:
     labels = [e["row"].label for e in table]
     means = np.array([100 * e["cells"]["mean"][0] for e in table])
     stds = np.array([100 * e["cells"]["mean"][1] for e in table])
-    per_structure = np.array([[100 * e["cells"][s][0] for s in STRUCTURES] for e in table])
+    structures = table_structures(table)
+    per_structure = np.array([[100 * e["cells"][s][0] for s in structures] for e in table])
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 0.45 * len(table) + 2), gridspec_kw={"width_ratios": [1.2, 1]})
     y = np.arange(len(table))
     ax.barh(y, np.nan_to_num(means), xerr=np.nan_to_num(stds), color="#4c72b0", capsize=3, label="this run (mean ± std)")
@@ -438,7 +454,7 @@ def bar_chart(table: list[dict], title: str, path: Path) -> None:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08 - 1.2 / (len(table) + 4)), ncol=2)
     ax.grid(axis="x", alpha=0.3)
     im = ax2.imshow(per_structure, cmap="viridis", vmin=max(0.0, np.nanmin(per_structure) if np.isfinite(per_structure).any() else 0), vmax=100, aspect="auto")
-    ax2.set_xticks(range(len(STRUCTURES)), STRUCTURES, fontsize=8)
+    ax2.set_xticks(range(len(structures)), structures, fontsize=8, rotation=30 if len(structures) > 7 else 0)
     ax2.set_yticks(y, [""] * len(y))
     for i in range(per_structure.shape[0]):
         for j in range(per_structure.shape[1]):
@@ -455,24 +471,25 @@ def bar_chart(table: list[dict], title: str, path: Path) -> None:
 
 def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta: dict) -> list[dict]:
     results: dict[Row, list[dict]] = {}
-    csv_rows = []
     for row, row_specs in specs.items():
         for spec in row_specs:
-            if not spec.result_path.exists():
-                continue
-            result = json.loads(spec.result_path.read_text())
-            results.setdefault(row, []).append(result)
+            if spec.result_path.exists():
+                results.setdefault(row, []).append((spec, json.loads(spec.result_path.read_text())))
+    structures = structures_of({row: [r for _, r in runs] for row, runs in results.items()})
+    csv_rows = []
+    for row, runs in results.items():
+        for spec, result in runs:
             dice = result["dice"].get(row.predictor, {})
             csv_rows.append({
                 "study": study.name, "row": row.label, "config": spec.config_name, "key": spec.key, "fold": spec.fold,
                 "seed": spec.seed, "predictor": row.predictor, "mean_dice": dice.get("mean"),
-                **{s: dice.get(s) for s in STRUCTURES}, "global_step": result["global_step"],
+                **{s: dice.get(s) for s in structures}, "global_step": result["global_step"],
                 "fit_s": result["fit_s"], "total_s": result["total_s"], "run_dir": str(spec.dir),
             })
-    table = aggregate(list(specs), results)
+    table = aggregate(list(specs), {row: [r for _, r in runs] for row, runs in results.items()})
     out.mkdir(parents=True, exist_ok=True)
     with (out / "runs.csv").open("w", newline="") as f:
-        fields = ["study", "row", "config", "key", "fold", "seed", "predictor", "mean_dice", *STRUCTURES,
+        fields = ["study", "row", "config", "key", "fold", "seed", "predictor", "mean_dice", *structures,
                   "global_step", "fit_s", "total_s", "run_dir"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

@@ -12,7 +12,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mkdseg.labels import MMWHS_CODES
+from mkdseg.labels import MMWHS
+
+CODE = dict(MMWHS)  # structure name -> MM-WHS code
 
 
 def synthetic_chest_ct(shape=(512, 512, 250), spacing=(0.4, 0.4, 0.6), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,17 +38,17 @@ def synthetic_chest_ct(shape=(512, 512, 250), spacing=(0.4, 0.4, 0.6), seed: int
         slab[spine] = 700
         codes = np.zeros((nx, ny), np.int16)
         r = np.sqrt(((xx + 0.1 * fov) / heart_r) ** 2 + ((yy - 0.1 * fov) / (0.8 * heart_r)) ** 2 + (z / (1.1 * heart_r)) ** 2)
-        codes[r < 1] = MMWHS_CODES[0]  # MYO
+        codes[r < 1] = CODE["MYO"]
         chambers = r < 0.8
-        codes[chambers & (xx < -0.1 * fov) & (yy >= 0.1 * fov)] = MMWHS_CODES[4]  # RV
-        codes[chambers & (xx < -0.1 * fov) & (yy < 0.1 * fov)] = MMWHS_CODES[3]  # RA
-        codes[chambers & (xx >= -0.1 * fov) & (yy >= 0.1 * fov)] = MMWHS_CODES[2]  # LV
-        codes[chambers & (xx >= -0.1 * fov) & (yy < 0.1 * fov)] = MMWHS_CODES[1]  # LA
+        codes[chambers & (xx < -0.1 * fov) & (yy >= 0.1 * fov)] = CODE["RV"]
+        codes[chambers & (xx < -0.1 * fov) & (yy < 0.1 * fov)] = CODE["RA"]
+        codes[chambers & (xx >= -0.1 * fov) & (yy >= 0.1 * fov)] = CODE["LV"]
+        codes[chambers & (xx >= -0.1 * fov) & (yy < 0.1 * fov)] = CODE["LA"]
         if z > 0.6 * heart_r:
-            codes[((xx / (0.1 * fov)) ** 2 + ((yy - 0.1 * fov) / (0.1 * fov)) ** 2) < 1] = MMWHS_CODES[5]  # AA
-            codes[(((xx + 0.2 * fov) / (0.08 * fov)) ** 2 + ((yy - 0.2 * fov) / (0.08 * fov)) ** 2) < 1] = MMWHS_CODES[6]  # PA
-        slab[codes == MMWHS_CODES[0]] = 120
-        slab[(codes > 0) & (codes != MMWHS_CODES[0])] = 350
+            codes[((xx / (0.1 * fov)) ** 2 + ((yy - 0.1 * fov) / (0.1 * fov)) ** 2) < 1] = CODE["AA"]
+            codes[(((xx + 0.2 * fov) / (0.08 * fov)) ** 2 + ((yy - 0.2 * fov) / (0.08 * fov)) ** 2) < 1] = CODE["PA"]
+        slab[codes == CODE["MYO"]] = 120
+        slab[(codes > 0) & (codes != CODE["MYO"])] = 350
         slab += rng.normal(0, 15, slab.shape)
         image[:, :, k] = np.clip(np.rint(slab), -1024, 3071)
         label[:, :, k] = codes

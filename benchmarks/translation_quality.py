@@ -37,15 +37,16 @@ sys.path.insert(0, str(REPO))
 from benchmarks.reproduce import compose, for_run, load_yaml  # noqa: E402
 from mkdseg.cli import build_cli  # noqa: E402
 from mkdseg.data.datasets import SliceSet  # noqa: E402
-from mkdseg.labels import NUM_CLASSES  # noqa: E402
 
 import lightning.pytorch as pl  # noqa: E402
 
 
-def pooled_dice(prediction: torch.Tensor, label: torch.Tensor, num_classes: int = NUM_CLASSES) -> float:
+def pooled_dice(prediction: torch.Tensor, label: torch.Tensor) -> float:
     """Mean over foreground classes present in ``label`` of the Dice pooled over all slices."""
     scores = []
-    for c in range(1, num_classes):
+    for c in torch.unique(label).tolist():
+        if c == 0:
+            continue
         p, g = prediction == c, label == c
         if g.any():
             scores.append(2 * (p & g).sum().item() / (p.sum() + g.sum()).item())
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     judge_cli = fit(bench_config(args.config_dir, "baseline", args.judge_steps, args.work / "judge", lr))
     judge = judge_cli.model.seg
-    probe_x, probe_y = stacked(SliceSet(judge_cli.datamodule.cache, judge_cli.datamodule.val_records))
+    probe_x, probe_y = stacked(SliceSet(judge_cli.datamodule.cache, judge_cli.datamodule.test_records))
     judge_real = pooled_dice(segment(judge, probe_x), probe_y)
     x_a, y_a = stacked(judge_cli.datamodule.assistant_train)
     judge_mr = pooled_dice(segment(judge, x_a), y_a)

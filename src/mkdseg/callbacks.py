@@ -67,20 +67,21 @@ class SampleImagesCallback(L.Callback):
             return
         self._validations += 1
         if self._validations % self.every_n_validations == 0:
-            self._render(trainer, pl_module, f"val_step{trainer.global_step}", run_dir(trainer))
+            self._render(trainer, pl_module, f"val_step{trainer.global_step}", run_dir(trainer), "val_records")
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._render(trainer, pl_module, "test", run_dir(trainer))
+        self._render(trainer, pl_module, "test", run_dir(trainer), "test_records")
 
     @rank_zero_only
-    def _render(self, trainer: L.Trainer, pl_module, name: str, out_dir: Path) -> None:
+    def _render(self, trainer: L.Trainer, pl_module, name: str, out_dir: Path, records: str) -> None:
+        """``records``: the DataModule's validation or test volumes, whichever was just evaluated."""
         dm = trainer.datamodule
-        if dm is None or not getattr(dm, "val_records", None):
+        if dm is None or not getattr(dm, records, None):
             return
         from mkdseg.visualize import sample_figure
         import matplotlib.pyplot as plt
 
-        targets = self._target_samples(dm)
+        targets = self._target_samples(dm, getattr(dm, records))
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
@@ -97,7 +98,7 @@ class SampleImagesCallback(L.Callback):
                 rec_a = pl_module.g_ta(fake_t)
                 translation = [(x_a[i, 0].cpu().numpy(), fake_t[i, 0].float().cpu().numpy(), rec_a[i, 0].float().cpu().numpy()) for i in range(len(x_a))]
         pl_module.train(was_training)
-        fig = sample_figure(translation, segmentation, title=f"{type(pl_module).__name__} — {name}")
+        fig = sample_figure(translation, segmentation, pl_module.spec.structures, title=f"{type(pl_module).__name__} — {name}")
         path = out_dir / "samples" / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
@@ -111,13 +112,13 @@ class SampleImagesCallback(L.Callback):
     def _spread(self, n: int) -> list[int]:
         return np.linspace(0, n - 1, self.n_samples).round().astype(int).tolist()
 
-    def _target_samples(self, dm) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Middle slices of the first held-out target volumes (labelled), cycling if there are few."""
+    def _target_samples(self, dm, records) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Middle slices of the first of ``records`` (labelled target volumes), cycling if there are few."""
         samples = []
         for i in range(self.n_samples):
-            record = dm.val_records[i % len(dm.val_records)]
+            record = records[i % len(records)]
             image, label = dm.cache.load(record)
-            s = record.n_slices // 2 + (i // len(dm.val_records)) * 2 - 1
+            s = record.n_slices // 2 + (i // len(records)) * 2 - 1
             s = min(max(s, 0), record.n_slices - 1)
             samples.append((torch.from_numpy(np.array(image[s], dtype=np.float32))[None], torch.from_numpy(np.array(label[s], dtype=np.int64))))
         return samples

@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     sys.argv = sys.argv[:1]  # the CLI gets its arguments from us, not from our own command line
     cli = build_cli(
-        ["--config", args.config, f"--trainer.default_root_dir={args.run_dir}",
-         f"--trainer.logger.init_args.save_dir={args.run_dir}", *args.overrides, *extra],
+        ["--config", args.config, f"--trainer.default_root_dir={args.run_dir}", *args.overrides, *extra],
         run=False,
     )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = cli.trainer.log_dir
     print("\n" + "=" * 78)
     print(f"Dice (%) per structure on the held-out phantom {cli.datamodule.hparams.target.upper()} volumes "
-          f"(mean ± std over {len(cli.datamodule.val_records)} volumes):")
+          f"(mean ± std over {len(cli.datamodule.test_records)} volumes):")
     print(format_table(cli.model.last_summary["dice"]))
     print(f"\ntrained {cli.trainer.global_step} iterations in {fit_seconds / 60:.1f} min; total {total / 60:.1f} min")
     print(f"best checkpoint: {best}")

@@ -1,19 +1,22 @@
-"""Whole-volume prediction in the input's own geometry (``mkdseg segment``).
+"""Whole-volume prediction in the input's own geometry (``mkdseg segment``, ``mkdseg predict``).
 
-The segmentors are trained on transverse slices cropped at the heart (:mod:`mkdseg.data.mmwhs`), but a
-scan to segment is whole and has no label, so the heart is found first. Two passes:
+The segmentors are trained on slices cropped around the run's structures (:mod:`mkdseg.data.preprocess`),
+but a scan to segment is whole and has no label, so the structures are found first. Two passes, for
+any structure set, with the slice axis and margin the checkpoint records (``model.spec``):
 
-1. **Locate.** Every k-th transverse slice (about one per ``LOCATE_STEP_MM`` = 5 mm) is segmented
-   whole: its full field of view, made square, resized to the model's slice size. The largest 3D
-   connected component of the predicted foreground is taken as the heart.
-2. **Segment.** The heart's bounding box, grown by the training margin and made square in mm exactly
-   as preprocessing crops its training slices (:func:`mkdseg.data.roi.square_box`), is segmented on
-   every slice it spans. Everything outside the box is background.
+1. **Locate.** About one slice every ``LOCATE_STEP_MM`` = 5 mm is segmented whole: its full field of
+   view, made square, resized to the model's slice size. Of each structure the largest 3D connected
+   component is kept (stray false positives elsewhere drop out), and the box around all of them is the
+   region of interest: one organ or seven, touching (the heart's chambers) or apart (liver, kidneys
+   and spleen).
+2. **Segment.** That box, grown by the training margin and made square in mm exactly as preprocessing
+   crops its training slices (:func:`mkdseg.data.roi.square_box`), is segmented on every slice it spans.
+   Everything outside the box is background.
 
 If the first pass finds no foreground, the output is all background. ``crop=False`` (``--no-crop``)
-runs one pass over whole slices instead, for scans that are already cropped at the heart. The first
-pass sees the heart smaller than in training (whole field of view vs. heart crop); it only has to be
-roughly right, since the box is grown by a margin, and the second pass sees training-like crops.
+runs one pass over whole slices instead, for scans that are already cropped. The first pass sees the
+structures smaller than in training (whole field of view vs. crop); it only has to be roughly right,
+since the box is grown by a margin, and the second pass sees training-like crops.
 
 Precision: ``auto`` (the default) runs the network under bfloat16 autocast where the hardware does
 bfloat16 natively (CUDA; CPUs with AVX512-BF16 or AMX), about twice as fast on such CPUs;
@@ -22,8 +25,9 @@ bfloat16 natively (CUDA; CPUs with AVX512-BF16 or AMX), about twice as fast on s
 Intensities are normalised with the same function and window rule as preprocessing
 (:mod:`mkdseg.data.intensity`), over the whole canonical volume. The volume is reoriented to
 canonical RAS for prediction and the label map reoriented back, so the output has the input's shape,
-affine, qform/sform and orientation whatever they are. Probabilities exist only one batch of slices
-at a time; the volume-sized arrays are the input and the uint8 label map.
+affine, qform/sform and orientation whatever they are. Labels are written as the target dataset's own
+codes (``--codes dataset``, the default) or as class indices (``--codes index``). Probabilities exist
+only one batch of slices at a time; the volume-sized arrays are the input and the uint8 label map.
 """
 
 from __future__ import annotations
@@ -36,11 +40,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import nibabel as nib
 from scipy import ndimage
 from tqdm.auto import tqdm
 
 from mkdseg.data.intensity import intensity_window
+from mkdseg.data.cache import VolumeRecord
 from mkdseg.data.nifti import (
+    Geometry,
     InputError,
     MissingInputError,
     OutputExistsError,
@@ -51,19 +58,21 @@ from mkdseg.data.nifti import (
     to_canonical,
 )
 from mkdseg.data.roi import (
-    HEART_MARGIN_MM,
     Box,
     bounding_ranges,
+    from_slicing_view,
     network_input,
     paste_slices,
     resize_image,
+    slicing_spacing,
+    slicing_view,
     square_box,
     whole_slice_box,
 )
-from mkdseg.labels import NUM_CLASSES, STRUCTURES, classes_to_codes
+from mkdseg.labels import DataSpec
 
-LOCATE_STEP_MM = 5.0  # slice spacing of the locating pass; a heart spans 20+ such slices
-CODE_CHOICES = ("mmwhs", "index")
+LOCATE_STEP_MM = 5.0  # slice spacing of the locating pass; an organ spans several such slices
+CODE_CHOICES = ("dataset", "index", "mmwhs")  # mmwhs: the name of `dataset` before label sets (MM-WHS codes)
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -115,32 +124,60 @@ def predict_box(volume: np.ndarray, window: tuple[float, float], box: Box, z: np
     intensities); write the class labels into ``out[:, :, out_z]`` (``out`` uint8 ``[X, Y, *]``)."""
     for zb, ob in zip(_batches(z, batch_size), _batches(out_z, batch_size)):
         probs = predict(network_input(volume, window, box, predict.image_size, zb)[:, None])
-        # max(1).indices: the argmax, at a third of argmax(1)'s cost on [B, C, 512, 512] (torch 2.13, CPU)
-        labels = resize_image(probs, box.in_plane).max(1).indices.to(torch.uint8).numpy()
-        paste_slices(out, labels, box, ob)
+        paste_probabilities(probs, box, out, ob)
         if bar is not None:
             bar.update(len(zb))
 
 
-def locate_heart(foreground: np.ndarray, z_sampled: np.ndarray, n_slices: int) -> tuple[tuple[int, int], ...] | None:
-    """Bounding ranges (canonical x, y, z) of the largest 3D component of ``foreground`` ``[X, Y, K]``,
-    whose K slices are the volume's slices ``z_sampled``; the z range covers the unsampled gaps."""
-    components, n = ndimage.label(foreground, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
+def paste_probabilities(probs: torch.Tensor, box: Box, out: np.ndarray, out_z: np.ndarray) -> None:
+    """Resize slice probabilities ``[S, C, size, size]`` to the box's in-plane window, take the class
+    with the highest, and write it into ``out[:, :, out_z]`` (the part of the box inside ``out``)."""
+    # max(1).indices: the argmax, at a third of argmax(1)'s cost on [B, C, 512, 512] (torch 2.13, CPU)
+    labels = resize_image(probs, box.in_plane).max(1).indices.to(torch.uint8).numpy()
+    paste_slices(out, labels, box, out_z)
+
+
+def locate_structures(coarse: np.ndarray, z_sampled: np.ndarray, n_slices: int) -> tuple[tuple[int, int], ...] | None:
+    """Bounding ranges (x, y, z) around the largest 3D component of every structure in the coarse label
+    map ``[X, Y, K]``, whose K slices are the volume's slices ``z_sampled``; the z range covers the
+    unsampled gaps. ``None`` if nothing was found."""
+    classes = [int(c) for c in np.unique(coarse) if c]
+    if not classes:
         return None
-    largest = 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
-    (x0, x1), (y0, y1), (k0, k1) = bounding_ranges(components == largest)
+    kept = np.zeros(coarse.shape, dtype=bool)
+    for c in classes:
+        kept |= largest_component(coarse == c)
+    (x0, x1), (y0, y1), (k0, k1) = bounding_ranges(kept)
     gap = int(z_sampled[1] - z_sampled[0]) if len(z_sampled) > 1 else 1
     z0 = max(0, int(z_sampled[k0]) - gap + 1)
     z1 = min(n_slices, int(z_sampled[k1 - 1]) + gap)
     return (x0, x1), (y0, y1), (z0, z1)
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a 3D boolean mask (MONAI's KeepLargestConnectedComponent
+    does the same but needs scikit-image, which nothing else here needs)."""
+    components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return mask
+    return components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+
+
 def segment_canonical(volume: np.ndarray, spacing: tuple[float, float, float], predict: SlicePredictor,
-                      batch_size: int = 8, crop: bool = True, margin_mm: float = HEART_MARGIN_MM,
-                      progress: bool = False, desc: str = "segment") -> np.ndarray:
+                      spec: DataSpec, batch_size: int = 8, crop: bool = True, progress: bool = False,
+                      desc: str = "segment") -> np.ndarray:
     """Class labels ``uint8 [X, Y, Z]`` for a canonical (RAS) volume of raw intensities ``[X, Y, Z]``
-    with voxel size ``spacing`` (mm, canonical axes). See the module docstring for the two passes."""
+    with voxel size ``spacing`` (mm, canonical axes), sliced along ``spec.slice_axis``. See the module
+    docstring for the two passes."""
+    view = slicing_view(volume, spec.slice_axis)
+    labels = _segment_view(view, slicing_spacing(spacing, spec.slice_axis), predict, spec.margin_mm, batch_size,
+                           crop, progress, desc)
+    return from_slicing_view(labels, spec.slice_axis)
+
+
+def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predict: SlicePredictor, margin_mm: float,
+                  batch_size: int, crop: bool, progress: bool, desc: str) -> np.ndarray:
+    """:func:`segment_canonical` on a volume whose slice axis is already last."""
     shape = volume.shape
     window = intensity_window(volume)
     labels = np.zeros(shape, dtype=np.uint8)
@@ -156,10 +193,10 @@ def segment_canonical(volume: np.ndarray, spacing: tuple[float, float, float], p
         coarse = np.zeros(shape[:2] + (len(sampled),), dtype=np.uint8)
         bar.total = len(sampled)
         predict_box(volume, window, whole, sampled, predict, coarse, np.arange(len(sampled)), batch_size, bar)
-        heart = locate_heart(coarse > 0, sampled, shape[2])
-        if heart is None:
+        found = locate_structures(coarse, sampled, shape[2])
+        if found is None:
             return labels
-        box = square_box(heart, spacing, shape, margin_mm)
+        box = square_box(found, spacing, shape, margin_mm)
         z = np.arange(*box.z)
         bar.total += len(z)
         bar.refresh()
@@ -167,11 +204,12 @@ def segment_canonical(volume: np.ndarray, spacing: tuple[float, float, float], p
     return labels
 
 
-def segment_file(image_path: str | Path, output_path: str | Path, predict: SlicePredictor, codes: str = "mmwhs",
-                 overwrite: bool = False, batch_size: int = 8, crop: bool = True, progress: bool = False) -> Path:
-    """Segment one NIfTI scan and write its label map (MM-WHS codes, int16; or class indices, uint8)
-    with the input's shape, affine and header. Written atomically; an existing output is refused
-    unless ``overwrite``."""
+def segment_file(image_path: str | Path, output_path: str | Path, predict: SlicePredictor, spec: DataSpec,
+                 codes: str = "dataset", overwrite: bool = False, batch_size: int = 8, crop: bool = True,
+                 progress: bool = False) -> Path:
+    """Segment one NIfTI scan and write its label map (the target dataset's codes, int16; or class
+    indices, uint8) with the input's shape, affine and header. Written atomically; an existing output
+    is refused unless ``overwrite``."""
     if codes not in CODE_CHOICES:
         raise ValueError(f"codes must be one of {CODE_CHOICES}, got {codes!r}")
     output_path = Path(output_path)
@@ -183,17 +221,38 @@ def segment_file(image_path: str | Path, output_path: str | Path, predict: Slice
         raise OutputExistsError(f"{output_path}: output exists; pass --overwrite to replace it")
     image, geometry = load_image(image_path)
     canonical = to_canonical(image, geometry)
-    classes = segment_canonical(canonical, geometry.canonical_spacing, predict, batch_size, crop,
+    classes = segment_canonical(canonical, geometry.canonical_spacing, predict, spec, batch_size, crop,
                                 progress=progress, desc=Path(image_path).name)
     del image, canonical
-    classes = from_canonical(classes, geometry)
-    values = classes_to_codes(classes) if codes == "mmwhs" else classes.astype(np.uint8)
-    return save_like(values, geometry, output_path, overwrite=overwrite)
+    return save_like(output_values(from_canonical(classes, geometry), spec, codes), geometry, output_path, overwrite=overwrite)
+
+
+def output_values(classes: np.ndarray, spec: DataSpec, codes: str = "dataset") -> np.ndarray:
+    """Class indices as written: the target dataset's codes (``dataset``) or the indices (``index``)."""
+    return classes.astype(np.uint8) if codes == "index" else spec.classes_to_codes(classes)
+
+
+def write_cached_prediction(probs: torch.Tensor, record: VolumeRecord, spec: DataSpec, path: str | Path,
+                            codes: str = "dataset") -> Path:
+    """Write the slice probabilities ``[S, C, size, size]`` of a cached volume as a label map in the
+    geometry of the scan it was preprocessed from (shape and affine from ``record``): each slice back
+    to its crop box, the rest background, reoriented to the file's axes. Records without a crop box
+    (the phantom) are their own original grid."""
+    affine = np.asarray(record.affine if record.affine is not None else np.eye(4), dtype=np.float64)
+    shape = tuple(record.original_shape) if record.original_shape else tuple(probs.shape[:1] + probs.shape[2:])
+    geometry = Geometry(Path(record.image_file), shape, affine, nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), affine).header)
+    if record.crop_box is None:  # cached grid == original grid
+        classes = probs.max(1).indices.to(torch.uint8).numpy().reshape(shape)
+    else:
+        view = np.zeros(slicing_view(np.empty(geometry.canonical_shape, bool), spec.slice_axis).shape, dtype=np.uint8)
+        paste_probabilities(probs, Box(*(tuple(r) for r in record.crop_box)), view, np.asarray(record.slice_indices))
+        classes = from_canonical(np.ascontiguousarray(from_slicing_view(view, spec.slice_axis)), geometry)
+    return save_like(output_values(classes, spec, codes), geometry, path, overwrite=True)
 
 
 def load_segmentor(ckpt_path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, int]:
-    """Restore a checkpoint's method (:func:`mkdseg.methods.load_method`) and check it can segment the
-    seven structures: returns ``(model, image_size)``; raises :class:`InputError` naming the file."""
+    """Restore a checkpoint's method (:func:`mkdseg.methods.load_method`) and check it can segment:
+    returns ``(model, image_size)``; raises :class:`InputError` naming the file."""
     from mkdseg.methods import load_method
 
     path = Path(ckpt_path)
@@ -208,10 +267,9 @@ def load_segmentor(ckpt_path: str | Path, device: str = "cpu") -> tuple[torch.nn
     if not callable(getattr(model, "predict_proba", None)):
         raise InputError(f"{path}: holds a {kind}, which has no segmentor (predict_proba); "
                          "mkdseg segment needs the checkpoint of a segmentation method")
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes != NUM_CLASSES:
-        raise InputError(f"{path}: the {kind} in it predicts {num_classes} classes, but mkdseg segment writes "
-                         f"{NUM_CLASSES} (background + {', '.join(STRUCTURES)})")
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, DataSpec) or getattr(model, "num_classes", None) != spec.num_classes:
+        raise InputError(f"{path}: the {kind} in it does not record which structures it segments (model.spec)")
     image_size = getattr(model, "hparams", {}).get("image_size", getattr(model, "image_size", None))
     if not isinstance(image_size, int) or image_size < 1:
         raise InputError(f"{path}: the {kind} in it does not record its slice size (hparams['image_size'])")
@@ -248,19 +306,20 @@ def _pairs(input_path: Path, output_path: Path) -> list[tuple[Path, Path]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mkdseg segment",
-        description="Segment the seven cardiac structures in NIfTI scans with a trained checkpoint. The label "
+        description="Segment NIfTI scans with a trained checkpoint, its structures and its slicing. The label "
                     "map is written in exactly the input's geometry (shape, affine, orientation).",
     )
     parser.add_argument("-i", "--input", required=True, type=Path, help="a .nii/.nii.gz scan, or a folder of them")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder for a folder input")
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by `mkdseg fit`")
-    parser.add_argument("--codes", choices=CODE_CHOICES, default="mmwhs",
-                        help="label values: MM-WHS codes 205..850 (default) or class indices 1..7")
+    parser.add_argument("--codes", choices=CODE_CHOICES, default="dataset",
+                        help="label values: the target dataset's own codes (default; 'mmwhs' is an old name for it) "
+                             "or class indices 1..N")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="auto: bfloat16 where the hardware supports it natively, else fp32")
-    parser.add_argument("--no-crop", action="store_true", help="one pass on whole slices (scans already cropped at the heart)")
+    parser.add_argument("--no-crop", action="store_true", help="one pass on whole slices (scans already cropped around the structures)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -284,7 +343,7 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         print(f"mkdseg segment: error: {e}", file=sys.stderr)
         return 1
     return _run_jobs(jobs, lambda src, dst: segment_file(
-        src, dst, predict, args.codes, args.overwrite, args.batch_size, not args.no_crop, not args.no_progress),
+        src, dst, predict, model.spec, args.codes, args.overwrite, args.batch_size, not args.no_crop, not args.no_progress),
         progress=not args.no_progress and len(jobs) > 1)
 
 

@@ -18,8 +18,6 @@ import numpy as np
 import torch
 from monai.metrics import compute_average_surface_distance, compute_dice
 
-from mkdseg.labels import STRUCTURES
-
 
 def _onehot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``[S, H, W]`` int -> ``[1, C, S, H, W]`` float one-hot (MONAI's batch-first layout)."""
@@ -29,25 +27,30 @@ def _onehot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 def volume_scores(
     prediction: torch.Tensor | np.ndarray,
     ground_truth: torch.Tensor | np.ndarray,
+    structures: Sequence[str],
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
-    num_classes: int = len(STRUCTURES) + 1,
     with_assd: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Dice (and ASSD in mm of ``spacing``) per foreground structure for one ``[S, H, W]`` label volume.
+    """Dice (and ASSD in mm of ``spacing``) per foreground structure for one ``[S, H, W]`` label volume
+    whose classes ``1..len(structures)`` are ``structures`` (0 is background).
 
     Returns ``{structure_name: {"dice": float, "assd": float}}`` (ASSD only with ``with_assd``).
     """
+    num_classes = len(structures) + 1
     pred = torch.as_tensor(np.asarray(prediction)).long().cpu()
     gt = torch.as_tensor(np.asarray(ground_truth)).long().cpu()
     if pred.shape != gt.shape or pred.ndim != 3:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} must be equal [S, H, W]")
+    for what, labels in (("prediction", pred), ("ground truth", gt)):
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{what} holds class {int(labels.max())}, outside 0..{num_classes - 1} ({', '.join(structures)})")
     p1, g1 = _onehot(pred, num_classes), _onehot(gt, num_classes)
     dice = compute_dice(p1, g1, include_background=False, ignore_empty=False)[0]
     pred_present = p1[0, 1:].flatten(1).any(1)
     gt_present = g1[0, 1:].flatten(1).any(1)
     both_empty = ~(pred_present | gt_present)
     dice[both_empty] = float("nan")
-    names = _structure_names(num_classes)
+    names = list(structures)
     out = {name: {"dice": float(dice[i])} for i, name in enumerate(names)}
     if with_assd:
         assd = torch.full((num_classes - 1,), float("nan"))
@@ -61,12 +64,6 @@ def volume_scores(
         for i, name in enumerate(names):
             out[name]["assd"] = float(assd[i])
     return out
-
-
-def _structure_names(num_classes: int) -> list[str]:
-    if num_classes - 1 == len(STRUCTURES):
-        return list(STRUCTURES)
-    return [f"class{i}" for i in range(1, num_classes)]
 
 
 def summarize(rows: list[dict], metric: str = "dice") -> dict[str, dict[str, dict[str, float]]]:

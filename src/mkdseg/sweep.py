@@ -256,7 +256,7 @@ def _logger_config(run_dir: Path, run_name: str, config: dict) -> dict:
     return {"trainer": {
         "default_root_dir": str(run_dir),
         "logger": {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {
-            "save_dir": str(run_dir), "name": run_name, "version": None, "offline": True,
+            "name": run_name, "version": None, "offline": True,
             "project": config.get("project", "mkdseg"), "group": config.get("name", "sweep"),
         }},
     }}

@@ -2,9 +2,16 @@
 
 Layout of a cache folder ``root``::
 
-    root/manifest.json                 {"version": 1, "source": ..., "volumes": [VolumeRecord, ...]}
+    root/manifest.json                 {"version": 2, "source": ..., "structures": [...], "roles": {...},
+                                        "slice_axis": 2, "margin_mm": 10.0, "volumes": [VolumeRecord, ...]}
     root/<modality>/<subject>_image.npy  float32 [S, H, W], intensities in [-1, 1]
-    root/<modality>/<subject>_label.npy  uint8   [S, H, W], class indices 0..7 (see mkdseg.labels)
+    root/<modality>/<subject>_label.npy  uint8   [S, H, W], class indices 0..len(structures)
+
+The manifest says what the cache holds: ``structures`` (:class:`mkdseg.labels.Structure` as dicts: class
+``i`` is the ``i``-th, with its original code in every modality's dataset), ``roles`` (which modality
+was preprocessed as target and which as assistant), ``slice_axis`` (canonical RAS axis the slices are
+perpendicular to) and ``margin_mm`` (context around the structures' box in the crops). Version-1
+manifests (MM-WHS and phantom caches written before label sets existed) hold the MM-WHS structures.
 
 Slices are stacked along axis 0 in the order of ``slice_indices`` of the original volume. Every file
 is written to a temporary name and renamed into place, and the manifest is written last, so a cache
@@ -23,8 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from mkdseg.data.roi import CANONICAL_PLANES
+from mkdseg.labels import DEFAULT_MARGIN_MM, MMWHS, Structure, preset_structures
+
 MANIFEST = "manifest.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# In-plane layout of the slices of caches written before records stated it: the phantom draws slices in
+# the radiological display convention (rows to posterior, columns to patient left), the NIfTI
+# readers cut canonical RAS transverse slices (rows to the right, columns to anterior).
+_LEGACY_PLANE = {"phantom": "PL"}
 
 
 @dataclass
@@ -41,6 +55,9 @@ class VolumeRecord:
     affine: list[list[float]] | None = None  # original affine (4x4), for writing predictions back
     crop_box: list[list[int]] | None = None  # [[start, stop], ...] per axis of the canonical volume
     slice_indices: list[int] | None = None
+    # where a slice's row and column indices run, as anatomical direction letters ("RA": rows run to the
+    # patient's right, columns to anterior); augmentation flips by anatomy with it
+    plane: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -81,6 +98,21 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class CacheInfo:
+    """What a cache holds, without its volumes: the run's structures, modalities, roles and slicing."""
+
+    structures: tuple[Structure, ...]
+    modalities: tuple[str, ...]
+    roles: dict[str, str]
+    slice_axis: int = 2
+    margin_mm: float = DEFAULT_MARGIN_MM
+
+    @property
+    def structure_names(self) -> list[str]:
+        return [s.name for s in self.structures]
+
+
 class SliceCache:
     """Reads and writes a slice cache folder (see module docstring)."""
 
@@ -88,6 +120,11 @@ class SliceCache:
         self.root = Path(root)
         self.source = source
         self.records: dict[str, VolumeRecord] = {}
+        self.structures: list[Structure] = []
+        self.roles: dict[str, str] = {}
+        self.slice_axis = 2
+        self.margin_mm = DEFAULT_MARGIN_MM
+        self.complete = True  # False while `mkdseg preprocess` is still adding volumes
         manifest = self.root / MANIFEST
         if manifest.exists():
             try:
@@ -96,8 +133,32 @@ class SliceCache:
                 for r in meta["volumes"]:
                     rec = VolumeRecord(**r)
                     self.records[rec.key] = rec
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                self.roles = dict(meta.get("roles", {}))
+                self.slice_axis = int(meta.get("slice_axis", 2))
+                self.margin_mm = float(meta.get("margin_mm", DEFAULT_MARGIN_MM))
+                self.complete = bool(meta.get("complete", True))
+                if "structures" in meta:
+                    self.structures = [Structure.from_dict(d) for d in meta["structures"]]
+                else:  # version 1: MM-WHS codes and classes, whoever wrote it
+                    self.structures = preset_structures(MMWHS, self.modalities)
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{manifest}: not a valid mkdseg slice-cache manifest ({e})") from e
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted({r.modality for r in self.records.values()})
+
+    @property
+    def structure_names(self) -> list[str]:
+        return [s.name for s in self.structures]
+
+    @property
+    def info(self) -> CacheInfo:
+        return CacheInfo(tuple(self.structures), tuple(self.modalities), dict(self.roles), self.slice_axis, self.margin_mm)
+
+    def plane(self, record: VolumeRecord) -> str:
+        """The in-plane anatomical layout of ``record``'s slices (see :attr:`VolumeRecord.plane`)."""
+        return record.plane or _LEGACY_PLANE.get(self.source, CANONICAL_PLANES[self.slice_axis])
 
     @property
     def exists(self) -> bool:
@@ -131,7 +192,9 @@ class SliceCache:
 
     def save(self) -> None:
         """Write the manifest atomically: only volumes listed here are trusted by readers."""
-        meta = {"version": CACHE_VERSION, "source": self.source, "volumes": [asdict(r) for r in self.volumes()]}
+        meta = {"version": CACHE_VERSION, "source": self.source, "structures": [s.to_dict() for s in self.structures],
+                "roles": self.roles, "slice_axis": self.slice_axis, "margin_mm": self.margin_mm, "complete": self.complete,
+                "volumes": [asdict(r) for r in self.volumes()]}
         atomic_write_text(self.root / MANIFEST, json.dumps(meta, indent=1))
 
     def load(self, record: VolumeRecord, mmap: bool = True) -> tuple[np.ndarray, np.ndarray | None]:

@@ -2,36 +2,52 @@
 
 from __future__ import annotations
 
+import random
+import re
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from mkdseg.data.cache import SliceCache
+from mkdseg.data.cache import CacheInfo, SliceCache
 from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
 from mkdseg.data.splits import load_or_create_folds, train_val_subjects
+from mkdseg.labels import DataSpec
+from lightning.pytorch.utilities import rank_zero_warn
 
-SOURCES = ("phantom", "mmwhs")
-MODALITIES = ("ct", "mr")
+SOURCES = ("phantom", "cache")
+LEGACY_SOURCES = {"mmwhs": "cache"}  # configs written before any cache was one source
+ANATOMICAL_AXES = ("LR", "AP", "SI")
+_LATERAL = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 
 class UnpairedSliceDataModule(L.LightningDataModule):
     """Pairs unpaired assistant (e.g. MR) and target (e.g. CT) slices.
 
     Args:
-        source: ``phantom`` (generated into ``root`` on first use) or ``mmwhs`` (a cache written by
-            ``mkdseg preprocess``).
+        source: ``phantom`` (generated into ``root`` on first use) or ``cache`` (a slice cache written by
+            ``mkdseg preprocess``, from nnU-Net datasets or MM-WHS; ``mmwhs`` is accepted as ``cache``).
         root: the slice-cache folder.
-        target, assistant: modalities (``ct`` / ``mr``); swap them to reverse the direction.
+        target, assistant: modality names as the cache has them (``ct``, ``mr``, ``mri`` ...); ``None``
+            takes the roles the cache was preprocessed with (the phantom: ``ct`` and ``mr``). Swap them to
+            reverse the direction.
         image_size: slice size in pixels; must match the cache.
         n_folds, fold, split_seed: subject-level cross-validation over the target subjects
-            (see :mod:`mkdseg.data.splits`). The held-out fold is used for validation and test.
+            (see :mod:`mkdseg.data.splits`). The held-out fold is the **test** set.
+        n_val: target subjects of the training fold held out for validation (checkpoint selection);
+            drawn with ``split_seed``, never test subjects. If the fold cannot spare them (fewer than
+            ``n_val + 1`` subjects), or ``n_val=0``, there is no validation: the last weights are tested.
         n_assistant: use only the first ``n`` assistant subjects (sorted ids); ``None`` = all.
-        n_target: use only the first ``n`` labelled target training subjects; ``None`` = all.
+        n_target: use only the first ``n`` labelled target training subjects (after validation is set
+            apart); ``None`` = all.
         batch_size: pairs per training batch.
         samples_per_epoch: training pairs per epoch; ``None`` = max(#target, #assistant slices), CycleGAN's epoch.
-        augment, max_rotation, flip_prob: random left-right flips and rotations (degrees).
+        augment, max_rotation, flip_prob: random flips and in-plane rotations (degrees).
+        flip_axes: anatomical axes a slice may be mirrored along (``LR``, ``AP``, ``SI``), each with
+            ``flip_prob``, whatever array axis they lie on (the cache records each slice's layout).
+            ``None``: ``[LR]``, unless a structure is named left or right (a mirrored right kidney
+            would sit where the left one belongs, labelled wrongly): then no flip.
         phantom_subjects, phantom_slices, phantom_seed: size and seed of the generated phantom
             (subjects per modality, slices per subject).
         assistant_as_target: phantom only: batches also hold ``x_a_as_t``, each assistant slice as the
@@ -43,12 +59,13 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         self,
         source: str = "phantom",
         root: str = "data_cache/phantom",
-        target: str = "ct",
-        assistant: str = "mr",
+        target: str | None = None,
+        assistant: str | None = None,
         image_size: int = 256,
         n_folds: int = 2,
         fold: int = 0,
         split_seed: int = 0,
+        n_val: int = 1,
         n_assistant: int | None = None,
         n_target: int | None = None,
         batch_size: int = 8,
@@ -57,6 +74,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         augment: bool = True,
         max_rotation: float = 15.0,
         flip_prob: float = 0.5,
+        flip_axes: list[str] | None = None,
         sampler_seed: int = 0,
         phantom_subjects: int = 20,
         phantom_slices: int = 32,
@@ -64,11 +82,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         assistant_as_target: bool = False,
     ):
         super().__init__()
+        source = LEGACY_SOURCES.get(source, source)
         _check_choice("data.source", source, SOURCES)
-        _check_choice("data.target", target, MODALITIES)
-        _check_choice("data.assistant", assistant, MODALITIES)
-        if target == assistant:
-            raise ValueError(f"data.target and data.assistant must differ, both are {target!r}")
         if assistant_as_target and source != "phantom":
             raise ValueError(f"data.assistant_as_target needs data.source=phantom (paired renderings), got {source!r}")
         if not 0 <= fold < n_folds:
@@ -76,11 +91,60 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         for name, value in (("n_assistant", n_assistant), ("n_target", n_target), ("samples_per_epoch", samples_per_epoch)):
             if value is not None and value < 1:
                 raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
+        if n_val < 0:
+            raise ValueError(f"data.n_val must be >= 0, got {n_val}")
         if batch_size < 1 or num_workers < 0 or image_size < 8:
             raise ValueError(f"invalid data sizes: batch_size={batch_size}, num_workers={num_workers}, image_size={image_size}")
-        self.save_hyperparameters()
+        for axis in flip_axes or ():
+            _check_choice("data.flip_axes entries", axis, ANATOMICAL_AXES)
         self.root = Path(root)
+        self.described = self._describe(source)  # structures, modalities, roles, slicing
+        target = target or self.described.roles.get("target")
+        assistant = assistant or self.described.roles.get("assistant")
+        for option, value in (("data.target", target), ("data.assistant", assistant)):
+            if value not in self.described.modalities:
+                raise ValueError(f"{option}={value!r}: data.root={str(self.root)!r} holds modalities {self.described.modalities}")
+        if target == assistant:
+            raise ValueError(f"data.target and data.assistant must differ, both are {target!r}")
+        self.save_hyperparameters()
+        self.hparams.update(source=source, target=target, assistant=assistant)  # as resolved
         self.train_set: UnpairedSliceDataset | None = None
+
+    def _describe(self, source: str) -> CacheInfo:
+        """What the data holds (structures, modalities, roles, slicing), known before any volume is read:
+        the model's class count and the checkpoint's label set follow from it."""
+        if source == "phantom":
+            from mkdseg.data.phantom import PHANTOM_INFO
+
+            return PHANTOM_INFO
+        cache = SliceCache(self.root)
+        if not cache.exists:
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r} holds no slice cache (manifest.json); run `mkdseg preprocess "
+                "--target <nnU-Net dataset> --assistant <nnU-Net dataset> --out <this folder>` (or --src <MM-WHS folder>) first"
+            )
+        if not cache.complete:
+            raise ValueError(f"data.root={str(self.root)!r}: the cache is incomplete (its preprocessing stopped); "
+                             "re-run the same `mkdseg preprocess` command to finish it")
+        return cache.info
+
+    @property
+    def structures(self) -> list[str]:
+        """The run's structure names in class order (class 0 is background)."""
+        return self.described.structure_names
+
+    @property
+    def data_spec(self) -> dict:
+        """The label set and slicing a model trained on this data records (``model.data_spec``)."""
+        hp, cache = self.hparams, self.described
+        codes = [s.codes[hp.target] for s in cache.structures]
+        return DataSpec(tuple(self.structures), tuple(codes), hp.target, cache.slice_axis, cache.margin_mm).to_dict()
+
+    @property
+    def flip_axes(self) -> list[str]:
+        if self.hparams.flip_axes is not None:
+            return list(self.hparams.flip_axes)
+        return [] if any(_LATERAL.search(name) for name in self.structures) else ["LR"]
 
     # -- data preparation ----------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -91,11 +155,6 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             generate_phantom(
                 self.root, target=hp.target, assistant=hp.assistant, n_target=hp.phantom_subjects,
                 n_assistant=hp.phantom_subjects, image_size=hp.image_size, n_slices=hp.phantom_slices, seed=hp.phantom_seed,
-            )
-        elif not SliceCache(self.root).exists:
-            raise FileNotFoundError(
-                f"data.root={str(self.root)!r} holds no slice cache (manifest.json); "
-                "run `mkdseg preprocess --src <MM-WHS folder> --out <this folder>` first"
             )
 
     def setup(self, stage: str | None = None) -> None:
@@ -114,12 +173,14 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         )
         if len(folds) != hp.n_folds:
             raise ValueError(f"data.n_folds={hp.n_folds} disagrees with the split file's {len(folds)} folds")
-        train_ids, val_ids = train_val_subjects(folds, hp.fold)
+        train_ids, test_ids = train_val_subjects(folds, hp.fold)
+        train_ids, val_ids = self._set_validation_apart(train_ids)
         train_ids = train_ids[: hp.n_target] if hp.n_target else train_ids
         by_id = {r.subject: r for r in targets}
         self.target_train = SliceSet(cache, [by_id[s] for s in train_ids])
         self.assistant_train = SliceSet(cache, assistants[: hp.n_assistant] if hp.n_assistant else assistants)
         self.val_records = [by_id[s] for s in val_ids]
+        self.test_records = [by_id[s] for s in test_ids]
         self.cache = cache
         paired = None
         if hp.assistant_as_target:
@@ -127,8 +188,19 @@ class UnpairedSliceDataModule(L.LightningDataModule):
 
             paired = [render_record_as(r, hp.target) for r in self.assistant_train.records]
         self.train_set = UnpairedSliceDataset(
-            self.target_train, self.assistant_train, hp.augment, hp.max_rotation, hp.flip_prob, assistant_as_target=paired
+            self.target_train, self.assistant_train, hp.augment, hp.max_rotation, hp.flip_prob,
+            flip_axes=self.flip_axes, assistant_as_target=paired,
         )
+
+    def _set_validation_apart(self, train_ids: list[str]) -> tuple[list[str], list[str]]:
+        """(training subjects, validation subjects) of the training fold; see ``n_val``."""
+        n_val = self.hparams.n_val
+        if n_val and len(train_ids) <= n_val:
+            rank_zero_warn(f"data.n_val={n_val}: the training fold has only {len(train_ids)} target subjects, so none "
+                           "is set apart for validation; no checkpoint selection, the last weights are tested")
+            n_val = 0
+        drawn = sorted(random.Random(f"{self.hparams.split_seed}/{self.hparams.fold}").sample(train_ids, n_val))
+        return [s for s in train_ids if s not in drawn], drawn
 
     def _check_size(self, cache: SliceCache, record) -> None:
         image, _ = cache.load(record)
@@ -182,20 +254,22 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
         return divmod(done, batches_per_epoch)
 
-    def _volume_loader(self) -> DataLoader:
+    def _volume_loader(self, records) -> DataLoader:
         return DataLoader(
-            VolumeDataset(self.cache, self.val_records), batch_size=1, collate_fn=first_item, num_workers=0,
+            VolumeDataset(self.cache, records), batch_size=1, collate_fn=first_item, num_workers=0,
             generator=torch.Generator(),  # no draw from the global RNG (see train_dataloader)
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return self._volume_loader()
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation subjects (set apart from the training fold); none: no validation at all."""
+        return self._volume_loader(self.val_records) if self.val_records else []
 
     def test_dataloader(self) -> DataLoader:
-        return self._volume_loader()
+        """The held-out fold: never used for training or for choosing a checkpoint."""
+        return self._volume_loader(self.test_records)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._volume_loader()
+        return self._volume_loader(self.test_records)
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from mkdseg.data.augment import random_flip_rotate
+from mkdseg.data.augment import flip_dims, random_flip_rotate
 from mkdseg.data.cache import SliceCache, VolumeRecord
 
 
@@ -17,6 +17,7 @@ class SliceSet:
 
     def __init__(self, cache: SliceCache, records: Sequence[VolumeRecord]):
         self.records = list(records)
+        self.planes = [cache.plane(r) for r in self.records]  # in-plane anatomical layout of each volume's slices
         self.volumes = [cache.load(r) for r in self.records]
         for r, (_, label) in zip(self.records, self.volumes):
             if label is None:
@@ -25,6 +26,9 @@ class SliceSet:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def plane_of(self, i: int) -> str:
+        return self.planes[self.index[i][0]]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         v, s = self.index[i]
@@ -117,6 +121,9 @@ class UnpairedSliceDataset(Dataset):
     ``assistant_as_target`` (optional, one array ``[slices, H, W]`` per assistant volume) is each
     assistant volume rendered in the target modality; the item then also holds ``x_a_as_t``, augmented
     with exactly ``x_a``'s flip and rotation. Only the phantom has such paired renderings.
+
+    ``flip_axes``: the anatomical axes (``LR``, ``AP``, ``SI``) a slice may be mirrored along; each
+    volume's slice layout says which array dims those are.
     """
 
     def __init__(
@@ -126,9 +133,11 @@ class UnpairedSliceDataset(Dataset):
         augment: bool = True,
         max_rotation: float = 15.0,
         flip_prob: float = 0.5,
+        flip_axes: Sequence[str] = ("LR",),
         assistant_as_target: Sequence[np.ndarray] | None = None,
     ):
         self.target, self.assistant = target, assistant
+        self.flip_axes = tuple(flip_axes)
         self.augment, self.max_rotation, self.flip_prob = augment, max_rotation, flip_prob
         if assistant_as_target is not None and [len(v) for v in assistant_as_target] != [r.n_slices for r in assistant.records]:
             raise ValueError("assistant_as_target must hold one volume per assistant volume, with its slice count")
@@ -137,22 +146,23 @@ class UnpairedSliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.target) * len(self.assistant)
 
-    def _augmented(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _augmented(self, image: torch.Tensor, label: torch.Tensor, plane: str) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.augment:
             return image, label
-        return random_flip_rotate(image, label, self.max_rotation, self.flip_prob)
+        return random_flip_rotate(image, label, self.max_rotation, self.flip_prob, dims=flip_dims(plane, self.flip_axes))
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         t, a = divmod(int(k), len(self.assistant))
-        x_t, y_t = self._augmented(*self.target[t])
+        x_t, y_t = self._augmented(*self.target[t], self.target.plane_of(t))
         x_a, y_a = self.assistant[a]
         item = {"x_t": x_t, "y_t": y_t, "t_index": torch.tensor(t), "a_index": torch.tensor(a)}
         if self.assistant_as_target is None:
-            item["x_a"], item["y_a"] = self._augmented(x_a, y_a)
+            item["x_a"], item["y_a"] = self._augmented(x_a, y_a, self.assistant.plane_of(a))
             return item
         v, s = self.assistant.index[a]
         paired = torch.from_numpy(np.array(self.assistant_as_target[v][s], dtype=np.float32))[None]
-        both, item["y_a"] = self._augmented(torch.cat([x_a, paired]), y_a)  # one flip and rotation for both
+        # one flip and rotation for both
+        both, item["y_a"] = self._augmented(torch.cat([x_a, paired]), y_a, self.assistant.plane_of(a))
         item["x_a"], item["x_a_as_t"] = both[:1], both[1:]
         return item
 
@@ -174,6 +184,7 @@ class VolumeDataset(Dataset):
             "subject": record.subject,
             "modality": record.modality,
             "spacing": torch.tensor(record.spacing, dtype=torch.float64),
+            "record": record,  # geometry, to write predictions back into the original scan
         }
         if label is not None:
             item["label"] = torch.from_numpy(np.array(label, dtype=np.int64))

@@ -58,11 +58,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
-from mkdseg.data.cache import MANIFEST, SliceCache, VolumeRecord
-from mkdseg.labels import NUM_CLASSES, STRUCTURES
+from mkdseg.data.cache import MANIFEST, CacheInfo, SliceCache, VolumeRecord
+from mkdseg.labels import MMWHS, preset_structures
 
 __all__ = [
-    "MODALITIES", "TISSUES", "Anatomy", "AppearanceModel", "Solid", "generate_phantom", "min_structure_area",
+    "MODALITIES", "NUM_CLASSES", "PHANTOM_INFO", "STRUCTURES", "TISSUES", "Anatomy", "AppearanceModel", "Solid", "generate_phantom", "min_structure_area",
     "rasterise_tissues", "render_appearance", "render_subject", "sample_anatomy", "subject_seed",
 ]
 
@@ -72,8 +72,13 @@ PHANTOM_SOURCE = "phantom"
 PHANTOM_VERSION = 1
 
 # --------------------------------------------------------------------------------------------------
-# Tissues. Indices 1..7 coincide with the label classes of mkdseg.labels; the rest are unlabelled.
+# Tissues. Indices 1..7 coincide with the label classes (STRUCTURES); the rest are unlabelled.
 # --------------------------------------------------------------------------------------------------
+STRUCTURES: tuple[str, ...] = tuple(name for name, _ in MMWHS)  # the phantom draws MM-WHS's seven, in its class order
+NUM_CLASSES = len(STRUCTURES) + 1
+PLANE = "PL"  # slice rows run to posterior, columns to the patient's left (see Anatomy above)
+#: what every phantom cache holds; the DataModule needs it before the phantom is generated
+PHANTOM_INFO = CacheInfo(tuple(preset_structures(MMWHS, MODALITIES)), MODALITIES, {"target": "ct", "assistant": "mr"})
 TISSUES: tuple[str, ...] = ("air",) + STRUCTURES + (
     "muscle", "fat", "lung", "bone", "liver", "descending_aorta", "papillary",
 )
@@ -542,6 +547,8 @@ def generate_phantom(
             image, label = render_subject(anatomy_seed, modality, image_size, n_slices)
             extra = {"phantom": params, "role": role, "anatomy_seed": anatomy_seed}
             cache.write_volume(_record(f"{i:03d}", modality, image.shape, extra), image, label)
+    cache.structures = preset_structures(MMWHS, [target, assistant])
+    cache.roles = {"target": target, "assistant": assistant}
     cache.save()
     return cache
 
@@ -551,7 +558,7 @@ def _record(subject: str, modality: str, shape: tuple[int, ...], extra: dict) ->
     return VolumeRecord(
         subject=subject, modality=modality, n_slices=shape[0], image_file="",  # file names: write_volume
         spacing=(1.0, 1.0, 1.0), original_shape=tuple(shape), affine=np.eye(4).tolist(),
-        slice_indices=list(range(shape[0])), extra=extra,
+        slice_indices=list(range(shape[0])), plane=PLANE, extra=extra,
     )
 
 

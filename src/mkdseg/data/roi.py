@@ -1,16 +1,18 @@
-"""The heart box and the resampling of its transverse slices to the network's square grid.
+"""The box around a run's structures and the resampling of its slices to the network's square grid.
 
 Shared by preprocessing (box from the label) and inference (box from a first prediction), so that the
 network sees the same crop, margin, aspect and interpolation in both.
 
-Conventions: volumes are canonical RAS ``[X, Y, Z]`` (see :mod:`mkdseg.data.nifti`); a transverse
-slice is ``volume[:, :, z]``, a ``[X, Y]`` array whose rows run along R and columns along A. Stacks of
-slices are ``[S, H, W]`` with ``H`` from X and ``W`` from Y.
+Conventions: volumes are canonical RAS (see :mod:`mkdseg.data.nifti`) with the slice axis moved last
+(:func:`slicing_view`), so a volume here is ``[X, Y, Z]`` with slices ``volume[:, :, z]``. For the
+transverse axis (2) nothing moves: rows run along R and columns along A. Stacks of slices are
+``[S, H, W]`` with ``H`` from X and ``W`` from Y.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +20,44 @@ import torch
 import torch.nn.functional as F
 
 from mkdseg.data.intensity import normalise_intensity
-
-HEART_MARGIN_MM = 10.0  # context kept around the heart on every side, in-plane and along the slices
+from mkdseg.labels import DEFAULT_MARGIN_MM, SLICE_AXIS_NAMES
 
 Range = tuple[int, int]  # half-open [start, stop)
+#: in-plane layout (row, column direction letters) of a canonical RAS slice perpendicular to axis 0, 1, 2
+CANONICAL_PLANES: tuple[str, ...] = ("AS", "RS", "RA")
+
+
+def slicing_view(volume: np.ndarray, slice_axis: int) -> np.ndarray:
+    """A canonical volume with ``slice_axis`` moved last (a view): the layout every function here takes."""
+    return np.moveaxis(volume, slice_axis, 2)
+
+
+def from_slicing_view(volume: np.ndarray, slice_axis: int) -> np.ndarray:
+    """Inverse of :func:`slicing_view`."""
+    return np.moveaxis(volume, 2, slice_axis)
+
+
+def slicing_spacing(spacing: tuple[float, float, float], slice_axis: int) -> tuple[float, float, float]:
+    """Canonical voxel spacing reordered like :func:`slicing_view`."""
+    rest = [s for a, s in enumerate(spacing) if a != slice_axis]
+    return rest[0], rest[1], spacing[slice_axis]
+
+
+def coarsest_axis(spacing: Sequence[float]) -> int:
+    """The axis with the largest spacing; ties go to the last such axis (nnU-Net's 2D rule)."""
+    return max(range(len(spacing)), key=lambda a: (round(float(spacing[a]), 6), a))
+
+
+def parse_slice_axis(value: str | int) -> int | None:
+    """``auto`` -> None; ``sagittal``/``coronal``/``transverse`` (or 0/1/2) -> the canonical axis."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return None
+    if text in SLICE_AXIS_NAMES:
+        return SLICE_AXIS_NAMES.index(text)
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise ValueError(f"slice axis must be auto, {', '.join(SLICE_AXIS_NAMES)} or 0/1/2 (canonical RAS axes), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +92,7 @@ def bounding_ranges(mask: np.ndarray) -> tuple[Range, ...] | None:
 
 
 def square_box(ranges: tuple[Range, Range, Range], spacing: tuple[float, float, float],
-               shape: tuple[int, int, int], margin_mm: float = HEART_MARGIN_MM) -> Box:
+               shape: tuple[int, int, int], margin_mm: float = DEFAULT_MARGIN_MM) -> Box:
     """Grow ``ranges`` by ``margin_mm`` on every side and make the in-plane part square in mm.
 
     The in-plane centre is kept; the slice range is clipped to the volume (slices outside it do not

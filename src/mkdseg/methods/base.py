@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
 import math
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 
 from mkdseg.data.cache import atomic_write_text
-from mkdseg.labels import NUM_CLASSES
+from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
 from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
 
@@ -27,18 +28,22 @@ METHOD_KEY = "mkdseg_method"
 
 
 class SegmentationMethod(L.LightningModule):
-    """Base class. Subclasses set ``self.num_classes``, ``self.image_size`` and ``primary_predictor``."""
+    """Base class. Subclasses build their networks with ``self.num_classes`` outputs and set ``primary_predictor``.
+
+    ``data_spec`` (a :class:`mkdseg.labels.DataSpec` as a dict) is what the model segments: the
+    structures in class order, the target dataset's codes, how slices were cut. The CLI links it from
+    the data (``data.data_spec``), so it is stored in every checkpoint; ``None`` is the cardiac phantom's.
+    """
 
     #: name of the component of :meth:`predict_components` used at test time and by ``mkdseg segment``
     primary_predictor: str = "seg"
 
-    def __init__(self, image_size: int = 256, num_classes: int = NUM_CLASSES, eval_batch_size: int = 16):
+    def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
         if eval_batch_size < 1:
             raise ValueError(f"model.eval_batch_size must be >= 1, got {eval_batch_size}")
-        self.image_size, self.num_classes, self.eval_batch_size = image_size, num_classes, eval_batch_size
+        self.spec = DataSpec.from_dict(data_spec)
+        self.image_size, self.num_classes, self.eval_batch_size = image_size, self.spec.num_classes, eval_batch_size
         self._eval_rows: list[dict] = []
         self.last_summary: dict | None = None
 
@@ -66,7 +71,7 @@ class SegmentationMethod(L.LightningModule):
             raise ValueError(f"volume {batch.get('subject')} has no label: cannot evaluate")
         predictions = self.predict_volume(batch["image"])
         for name, pred in predictions.items():
-            scores = volume_scores(pred, batch["label"], batch["spacing"].tolist(), self.num_classes, with_assd)
+            scores = volume_scores(pred, batch["label"], self.spec.structures, batch["spacing"].tolist(), with_assd)
             for structure, values in scores.items():
                 self._eval_rows.append({"predictor": name, "subject": batch["subject"], "structure": structure, **values})
 
@@ -76,8 +81,11 @@ class SegmentationMethod(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, with_assd=True)
 
+    @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"subject": batch["subject"], **self.predict_volume(batch["image"])}
+        """The primary predictor's probabilities of a cached volume, slice by slice (``[S, C, H, W]``, on the CPU)."""
+        chunks = [self.predict_proba(c.to(self.device)).float().cpu() for c in batch["image"].split(self.eval_batch_size)]
+        return {"subject": batch["subject"], "record": batch["record"], "probabilities": torch.cat(chunks)}
 
     def on_validation_epoch_start(self) -> None:
         self._eval_rows = []
@@ -141,7 +149,7 @@ def write_reports(result: dict, out_dir: Path) -> None:
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     fields = ["predictor", "subject", "structure", "dice", "assd"]
     lines = [",".join(fields)]
-    for r in sorted(result["rows"], key=lambda r: (r["predictor"], r["subject"], r["structure"])):
+    for r in sorted(result["rows"], key=lambda r: (r["predictor"], r["subject"])):  # structures in class order
         lines.append(",".join(_csv_cell(r.get(f, "")) for f in fields))
     atomic_write_text(out_dir / "per_case.csv", "\n".join(lines) + "\n")
 
@@ -166,5 +174,21 @@ def load_method(ckpt_path: str | Path, map_location: str | torch.device = "cpu")
         raise ValueError(f"{path}: not an mkdseg checkpoint (no '{METHOD_KEY}' entry)")
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
-    model = cls.load_from_checkpoint(path, map_location=map_location)
+    upgrade_hyperparameters(checkpoint.get("hyper_parameters", {}), path)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    model = cls.load_from_checkpoint(buffer, map_location=map_location)
     return model.eval()
+
+
+def upgrade_hyperparameters(hparams: dict, path: Path) -> None:
+    """Checkpoints written before models recorded their label set hold ``num_classes`` instead of
+    ``data_spec``; mkdseg then read only MM-WHS and the phantom, so such a model is MM-WHS's seven."""
+    if "num_classes" not in hparams:
+        return
+    num_classes = hparams.pop("num_classes")
+    if num_classes != DataSpec.mmwhs().num_classes:
+        raise ValueError(f"{path}: an old checkpoint with {num_classes} classes and no label set; "
+                         "cannot tell which structures it segments")
+    hparams.setdefault("data_spec", None)

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import torch
 
-from mkdseg.labels import NUM_CLASSES
 from mkdseg.losses import supervised_loss
 from mkdseg.methods.mkd import _check_image_size
 from mkdseg.methods.shared import SegmentorMethod, make_segmentor
@@ -28,7 +27,7 @@ class _OneSegmentor(SegmentorMethod):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.seg = make_segmentor(self.hparams)
+        self.seg = make_segmentor(self.hparams, self.num_classes)
         _check_image_size(self.hparams.image_size, self.seg.size_divisor)
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -102,7 +101,7 @@ class XShape(SegmentorMethod):
     def __init__(
         self,
         image_size: int = 256,
-        num_classes: int = NUM_CLASSES,
+        data_spec: dict | None = None,
         in_channels: int = 1,
         seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
         seg_strides: Sequence[int] = (2, 2, 2, 2),
@@ -114,10 +113,10 @@ class XShape(SegmentorMethod):
         eval_batch_size: int = 16,
     ):
         super().__init__(
-            image_size, num_classes, in_channels, seg_channels, seg_strides, seg_res_units,
+            image_size, data_spec, in_channels, seg_channels, seg_strides, seg_res_units,
             lr_seg, seg_betas, seg_lr_decay, seg_lr_decay_epochs, eval_batch_size,
         )
-        self.net = XShapeNet(in_channels, num_classes, seg_channels, seg_strides, seg_res_units, streams=("a", "t"))
+        self.net = XShapeNet(in_channels, self.num_classes, seg_channels, seg_strides, seg_res_units, streams=("a", "t"))
         _check_image_size(image_size, self.net.size_divisor)
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
-from mkdseg.labels import NUM_CLASSES
 from mkdseg.losses import GANLoss, cycle_loss, distillation_loss, supervised_loss
 from mkdseg.methods.base import SegmentationMethod
 from mkdseg.methods.pool import ImagePool
@@ -95,7 +94,7 @@ class MKDModule(SegmentationMethod):
     def __init__(
         self,
         image_size: int = 256,
-        num_classes: int = NUM_CLASSES,
+        data_spec: dict | None = None,
         in_channels: int = 1,
         gen_filters: int = 64,
         gen_blocks: int = 9,
@@ -123,15 +122,15 @@ class MKDModule(SegmentationMethod):
         eval_batch_size: int = 16,
         compile: bool = False,
     ):
-        super().__init__(image_size, num_classes, eval_batch_size)
+        super().__init__(image_size, data_spec, eval_batch_size)
         _check_options(locals())
         self.save_hyperparameters()
         self.g_at = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm))
         self.g_ta = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm))
         self.d_t = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
         self.d_a = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
-        self.s_syn = ResidualUNet(in_channels, num_classes, seg_channels, seg_strides, seg_res_units)
-        self.s_real = ResidualUNet(in_channels, num_classes, seg_channels, seg_strides, seg_res_units)
+        self.s_syn = ResidualUNet(in_channels, self.num_classes, seg_channels, seg_strides, seg_res_units)
+        self.s_real = ResidualUNet(in_channels, self.num_classes, seg_channels, seg_strides, seg_res_units)
         _check_image_size(image_size, self.g_at.size_divisor, self.s_syn.size_divisor)
         self.gan_loss = GANLoss(gan_mode)
         self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import torch
 
-from mkdseg.labels import NUM_CLASSES
 from mkdseg.methods.base import SegmentationMethod
 from mkdseg.methods.mkd import MKDModule, _check_image_size
 from mkdseg.methods.shared import check_segmentor_options, make_segmentor, segmentor_optimizer, segmentor_scheduler
@@ -33,7 +32,7 @@ class MKDNoAlignment(MKDModule):
     def __init__(
         self,
         image_size: int = 256,
-        num_classes: int = NUM_CLASSES,
+        data_spec: dict | None = None,
         in_channels: int = 1,
         seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
         seg_strides: Sequence[int] = (2, 2, 2, 2),
@@ -47,7 +46,7 @@ class MKDNoAlignment(MKDModule):
         seg_lr_decay_epochs: int = 2,
         eval_batch_size: int = 16,
     ):
-        super(MKDModule, self).__init__(image_size, num_classes, eval_batch_size)  # SegmentationMethod's
+        super(MKDModule, self).__init__(image_size, data_spec, eval_batch_size)  # SegmentationMethod's
         check_segmentor_options(locals())
         for name in ("lambda_kd_real", "lambda_kd_syn"):
             if locals()[name] < 0:
@@ -55,8 +54,8 @@ class MKDNoAlignment(MKDModule):
         if kd_temperature <= 0:
             raise ValueError(f"model.kd_temperature must be > 0, got {kd_temperature}")
         self.save_hyperparameters()
-        self.s_syn = make_segmentor(self.hparams)
-        self.s_real = make_segmentor(self.hparams)
+        self.s_syn = make_segmentor(self.hparams, self.num_classes)
+        self.s_real = make_segmentor(self.hparams, self.num_classes)
         _check_image_size(image_size, self.s_syn.size_divisor)
         self.automatic_optimization = False
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import torch
 
-from mkdseg.labels import NUM_CLASSES
 from mkdseg.losses import GANLoss, cycle_loss
 from mkdseg.methods.base import SegmentationMethod
 from mkdseg.methods.mkd import MKDModule, _check_image_size, frozen, uncounted
@@ -37,9 +36,9 @@ def check_segmentor_options(options: dict) -> None:
         raise ValueError(f"model.seg_lr_decay_epochs must be >= 1, got {options['seg_lr_decay_epochs']}")
 
 
-def make_segmentor(hp) -> ResidualUNet:
+def make_segmentor(hp, num_classes: int) -> ResidualUNet:
     """The segmentor every method uses: MKD's S_real/S_syn architecture with the configured sizes."""
-    return ResidualUNet(hp.in_channels, hp.num_classes, hp.seg_channels, hp.seg_strides, hp.seg_res_units)
+    return ResidualUNet(hp.in_channels, num_classes, hp.seg_channels, hp.seg_strides, hp.seg_res_units)
 
 
 def segmentor_optimizer(hp, params) -> torch.optim.Adam:
@@ -62,7 +61,7 @@ class SegmentorMethod(SegmentationMethod):
     def __init__(
         self,
         image_size: int = 256,
-        num_classes: int = NUM_CLASSES,
+        data_spec: dict | None = None,
         in_channels: int = 1,
         seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
         seg_strides: Sequence[int] = (2, 2, 2, 2),
@@ -73,7 +72,7 @@ class SegmentorMethod(SegmentationMethod):
         seg_lr_decay_epochs: int = 2,
         eval_batch_size: int = 16,
     ):
-        super().__init__(image_size, num_classes, eval_batch_size)
+        super().__init__(image_size, data_spec, eval_batch_size)
         check_segmentor_options(locals())
         self.save_hyperparameters()
 
@@ -107,7 +106,7 @@ class TranslationMethod(SegmentationMethod):
     def __init__(
         self,
         image_size: int = 256,
-        num_classes: int = NUM_CLASSES,
+        data_spec: dict | None = None,
         in_channels: int = 1,
         gen_filters: int = 64,
         gen_blocks: int = 9,
@@ -130,7 +129,7 @@ class TranslationMethod(SegmentationMethod):
         seg_lr_decay_epochs: int = 2,
         eval_batch_size: int = 16,
     ):
-        super().__init__(image_size, num_classes, eval_batch_size)
+        super().__init__(image_size, data_spec, eval_batch_size)
         check_segmentor_options(locals())
         for name in ("lr_gen", "lr_disc"):
             if locals()[name] <= 0:

@@ -45,7 +45,7 @@ class OfflineTranslation(TranslationMethod):
         super().__init__(**kwargs)
 
     def build_segmentors(self) -> None:
-        self.seg = make_segmentor(self.hparams)
+        self.seg = make_segmentor(self.hparams, self.num_classes)
 
     def segmentor_names(self) -> tuple[str, ...]:
         return ("seg",)
@@ -110,9 +110,9 @@ class OnlineTranslation(TranslationMethod):
         super().__init__(**kwargs)
 
     def build_segmentors(self) -> None:
-        self.s_a = make_segmentor(self.hparams)
+        self.s_a = make_segmentor(self.hparams, self.num_classes)
         for name in self.target_segmentor_names():
-            setattr(self, name, make_segmentor(self.hparams))  # each independently initialised
+            setattr(self, name, make_segmentor(self.hparams, self.num_classes))  # each independently initialised
 
     def target_segmentor_names(self) -> tuple[str, ...]:
         if self.n_target_segmentors == 1:
