@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -67,6 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from mkdseg.labels import MMWHS
 
 REPO = Path(__file__).resolve().parents[1]
 #: first-stage lengths: a method accepting one of these trains N iterations + this many
@@ -495,7 +498,8 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
         writer.writeheader()
         for r in csv_rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    with_paper = any(r.paper is not None for r in specs)
+    # the paper's numbers are MM-WHS cardiac CT: a column beside other data would invite a false comparison
+    with_paper = any(r.paper is not None for r in specs) and set(structures) <= {name for name, _ in MMWHS}
     text = [f"# {study.title}", "", markdown_table(table, with_paper), "",
             f"Dice (%) on the held-out target fold: mean ± std over {meta['folds']} fold(s) × {meta['seeds']} seed(s) of each "
             "run's mean over test volumes (per structure likewise; std over runs, population).", "",
@@ -506,7 +510,8 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
             f"wall {meta['wall_s'] / 60:.1f} min; summed run time {meta['run_s'] / 60:.1f} min",
             f"- machine: {meta['machine']}"]
     (out / "results.md").write_text("\n".join(text) + "\n")
-    bar_chart(table, f"{study.title} — mean Dice over {meta['folds']} fold(s) × {meta['seeds']} seed(s)", out / "dice.png")
+    bar_chart(table if with_paper else [dict(e, row=dataclasses.replace(e["row"], paper=None)) for e in table],
+              f"{study.title} — mean Dice over {meta['folds']} fold(s) × {meta['seeds']} seed(s)", out / "dice.png")
     return table
 
 

@@ -6,11 +6,14 @@ import tempfile
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
 from mkdseg.data import UnpairedSliceDataModule
+from mkdseg.data.cache import SliceCache, VolumeRecord
 from mkdseg.data.phantom import generate_phantom
+from mkdseg.labels import MMWHS, preset_structures
 from mkdseg.methods import MKDModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +42,23 @@ def phantom_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("phantom32")
     generate_phantom(root, n_target=4, n_assistant=4, image_size=32, n_slices=8, seed=0)
     return root
+
+
+def write_tiny_cache(root: Path, target: str = "ct", assistant: str = "mr", image_size: int = 32,
+                     n_subjects: int = 4) -> SliceCache:
+    """A slice cache as `mkdseg preprocess` writes it (MM-WHS structures, random slices), for tests that
+    only need a cache to exist: configs that read one at construction."""
+    cache = SliceCache(root, source="mmwhs")
+    rng = np.random.default_rng(0)
+    for modality in (target, assistant):
+        for i in range(n_subjects):
+            record = VolumeRecord(subject=f"{i:03d}", modality=modality, n_slices=2, image_file="", plane="RA")
+            image = rng.uniform(-1, 1, (2, image_size, image_size)).astype(np.float32)
+            cache.write_volume(record, image, rng.integers(0, 8, image.shape).astype(np.uint8))
+    cache.structures = preset_structures(MMWHS, [target, assistant])
+    cache.roles = {"target": target, "assistant": assistant}
+    cache.save()
+    return cache
 
 
 def make_datamodule(root: Path, **overrides) -> UnpairedSliceDataModule:

@@ -8,7 +8,7 @@ import torch
 from mkdseg.cli import build_cli
 from mkdseg.methods import MKDModule
 
-from conftest import REPO
+from conftest import REPO, write_tiny_cache
 
 
 def _build(*configs: str, tmp_path=None):
@@ -16,8 +16,7 @@ def _build(*configs: str, tmp_path=None):
     for c in configs:
         args += ["--config", str(REPO / "configs" / c)]
     if tmp_path is not None:
-        args += [f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                 f"--data.root={tmp_path / 'data'}"]
+        args += [f"--trainer.default_root_dir={tmp_path}", f"--data.root={tmp_path / 'data'}"]
     return build_cli(args, run=False)
 
 
@@ -39,9 +38,14 @@ def test_paper_config_builds_the_paper_networks_at_256(tmp_path):
     assert cli.datamodule.hparams.image_size == 256
 
 
-def test_paper_config_with_mmwhs_data(tmp_path):
-    cli = _build("mkd.yaml", "data/mmwhs.yaml", tmp_path=tmp_path)
-    assert cli.datamodule.hparams.source == "mmwhs" and cli.datamodule.hparams.n_folds == 2
+@pytest.mark.parametrize(("data", "target", "assistant", "size"), [("mmwhs", "ct", "mr", 256), ("abdomen", "ct", "mri", 64)])
+def test_data_configs_read_a_cache(tmp_path, data, target, assistant, size):
+    write_tiny_cache(tmp_path / "data", target, assistant, size)
+    cli = _build("demo.yaml" if size == 64 else "mkd.yaml", f"data/{data}.yaml", tmp_path=tmp_path)
+    hp = cli.datamodule.hparams
+    assert hp.source == "cache" and hp.n_folds == 2 and hp.n_val == 2 and (hp.target, hp.assistant) == (target, assistant)
+    assert cli.model.spec.structures == tuple(cli.datamodule.structures)  # linked from the data
+    assert cli.trainer.logger.save_dir == str(tmp_path)  # the run folder is trainer.default_root_dir
 
 
 def test_demo_config_is_cpu_sized(tmp_path):

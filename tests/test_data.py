@@ -41,20 +41,35 @@ def test_split_file_is_written_once_and_reused(tmp_path):
         load_or_create_folds(tmp_path, "ct", subjects + ["e"], 2, seed=0)
 
 
-def test_datamodule_train_and_val_subjects_do_not_overlap(phantom_root):
+def test_train_validation_and_test_subjects_are_disjoint(phantom_root):
+    dms = []
     for fold in (0, 1):
-        dm = make_datamodule(phantom_root, fold=fold)
+        dm = make_datamodule(phantom_root, fold=fold, n_val=1)
         dm.prepare_data()
         dm.setup("fit")
         train = set(dm.target_train.subjects)
         val = {r.subject for r in dm.val_records}
-        assert train and val and not train & val
-        assert len(train | val) == 4
-    # the two folds validate on complementary subjects
-    dms = [make_datamodule(phantom_root, fold=f) for f in (0, 1)]
-    for d in dms:
-        d.setup("fit")
-    assert {r.subject for r in dms[0].val_records} == set(dms[1].target_train.subjects)
+        test = {r.subject for r in dm.test_records}
+        assert len(train) == len(val) == 1 and len(test) == 2
+        assert not train & val and not train & test and not val & test
+        assert len(train | val | test) == 4
+        dms.append(dm)
+    # validation comes out of the training fold: the two folds test on complementary subjects
+    assert {r.subject for r in dms[0].test_records} == set(dms[1].target_train.subjects) | {r.subject for r in dms[1].val_records}
+    again = make_datamodule(phantom_root, fold=0, n_val=1)
+    again.setup("fit")  # the validation draw is fixed by split_seed and fold: a resumed run or a later test agrees
+    assert [r.subject for r in again.val_records] == [r.subject for r in dms[0].val_records]
+
+
+def test_no_validation_when_the_fold_cannot_spare_subjects(phantom_root):
+    dm = make_datamodule(phantom_root, n_val=2)  # the training fold holds 2 subjects: none left to train on
+    with pytest.warns(UserWarning, match="no checkpoint selection"):
+        dm.setup("fit")
+    assert dm.val_records == [] and dm.val_dataloader() == []
+    assert len(dm.target_train.subjects) == 2
+    dm = make_datamodule(phantom_root, n_val=0)
+    dm.setup("fit")
+    assert dm.val_dataloader() == [] and len(dm.target_train.subjects) == 2
 
 
 def test_assistant_and_target_limits(phantom_root):
@@ -146,10 +161,10 @@ def test_image_size_must_match_the_cache(phantom_root):
         dm.setup("fit")
 
 
-def test_mmwhs_source_without_cache_names_the_folder(tmp_path):
-    dm = make_datamodule(tmp_path / "nothing", source="mmwhs")
-    with pytest.raises(FileNotFoundError, match="mkdseg preprocess"):
-        dm.prepare_data()
+def test_cache_source_without_cache_names_the_folder(tmp_path):
+    for source in ("cache", "mmwhs"):  # mmwhs: the source's name in configs written before any cache was one
+        with pytest.raises(FileNotFoundError, match=r"nothing.*mkdseg preprocess"):
+            make_datamodule(tmp_path / "nothing", source=source)
 
 
 def test_validation_volumes_are_whole_labelled_volumes(phantom_root):

@@ -21,7 +21,7 @@ import yaml
 from conftest import REPO, TINY_MODEL
 
 NETWORKS = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
-SUBJECTS, SLICES, BATCH, SAMPLES = 6, 8, 2, 16  # 3 validation volumes: uneven over 2 ranks
+SUBJECTS, SLICES, BATCH, SAMPLES = 10, 8, 2, 16  # folds of 5: 2 train, 3 validate (uneven over 2 ranks)
 
 
 class RankProbe(L.Callback):
@@ -107,7 +107,7 @@ def ddp_config(tmp_path: Path) -> Path:
         },
         "model": {"class_path": "mkdseg.methods.MKDModule", "init_args": model},
         "data": {"source": "phantom", "root": str(tmp_path / "phantom"), "image_size": 32, "phantom_subjects": SUBJECTS,
-                 "phantom_slices": SLICES, "batch_size": BATCH, "samples_per_epoch": SAMPLES},
+                 "phantom_slices": SLICES, "batch_size": BATCH, "samples_per_epoch": SAMPLES, "n_val": 3},
     }
     path = tmp_path / "tiny_ddp.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -145,7 +145,7 @@ def test_ddp_two_processes(tmp_path):
         assert drawn == sequence[r::2][: len(drawn)]
     assert not set(map(tuple, sum(ranks[0]["pairs"], []))) & set(map(tuple, sum(ranks[1]["pairs"], [])))
 
-    # validation over all three held-out volumes on both ranks, the same numbers
+    # validation over all three validation volumes on both ranks, the same numbers
     assert len(ranks[0]["val"]) == len(ranks[1]["val"]) == 2
     for v0, v1 in zip(ranks[0]["val"], ranks[1]["val"]):
         assert v0 == v1

@@ -18,8 +18,10 @@ from mkdseg import inference
 from mkdseg.data.mmwhs import preprocess
 from mkdseg.data.nifti import load_geometry, load_image, to_canonical
 from mkdseg.data.roi import Box, bounding_ranges, square_box
-from mkdseg.inference import SlicePredictor, locate_heart, segment_file, segment_main
-from mkdseg.labels import MMWHS_CODES
+from mkdseg.inference import SlicePredictor, locate_structures, segment_file, segment_main
+from mkdseg.labels import MMWHS, DataSpec
+
+MMWHS_CODES = tuple(code for _, code in MMWHS)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ABDOMEN = SHARED / "abdomen_totalseg"
@@ -27,14 +29,17 @@ needs_abdomen = pytest.mark.skipif(not ABDOMEN.is_dir(), reason=f"shared abdomin
 LV = 3  # class index of LV, MM-WHS code 500
 
 
+SPEC = DataSpec.mmwhs()  # the cardiac label set: segment writes MM-WHS codes
+
+
 class ThresholdSegmentor(L.LightningModule):
     """Stand-in for a trained method: calls class ``cls`` wherever the normalised intensity exceeds
-    ``threshold``. Follows the model contract of mkdseg.methods (predict_proba, num_classes, hparams)."""
+    ``threshold``. Follows the model contract of mkdseg.methods (predict_proba, num_classes, spec, hparams)."""
 
-    def __init__(self, image_size: int = 64, num_classes: int = 8, cls: int = LV, threshold: float = 0.3):
+    def __init__(self, image_size: int = 64, cls: int = LV, threshold: float = 0.3, spec: DataSpec = SPEC):
         super().__init__()
-        self.save_hyperparameters()
-        self.num_classes = num_classes
+        self.save_hyperparameters(ignore="spec")
+        self.spec, self.num_classes = spec, spec.num_classes
         self.seen: list[torch.Tensor] = []
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,12 +58,12 @@ def use_model(monkeypatch, tmp_path: Path, model: torch.nn.Module) -> Path:
     return ckpt
 
 
-def tiny_mkd_checkpoint(path: Path, num_classes: int = 8) -> Path:
+def tiny_mkd_checkpoint(path: Path) -> Path:
     """A real MKD checkpoint (random weights, tiny networks), in Lightning's checkpoint format."""
     from mkdseg.methods import MKDModule
     from mkdseg.methods.base import METHOD_KEY
 
-    model = MKDModule(image_size=32, num_classes=num_classes, gen_filters=4, gen_blocks=1, disc_filters=4,
+    model = MKDModule(image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4,
                       seg_channels=(4, 8), seg_strides=(2,))
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
                 "pytorch-lightning_version": L.__version__, METHOD_KEY: "mkdseg.methods.mkd.MKDModule"}, path)
@@ -120,7 +125,7 @@ def test_second_pass_crops_like_preprocessing(tmp_path: Path, monkeypatch) -> No
     real = inference.predict_box
     monkeypatch.setattr(inference, "predict_box", lambda volume, window, box, *a, **k: boxes.append(box) or
                         real(volume, window, box, *a, **k))
-    segment_file(tmp_path / "scan.nii.gz", tmp_path / "seg.nii.gz", SlicePredictor(ThresholdSegmentor(64), 64))
+    segment_file(tmp_path / "scan.nii.gz", tmp_path / "seg.nii.gz", SlicePredictor(ThresholdSegmentor(64), 64), SPEC)
     geometry = load_geometry(tmp_path / "scan.nii.gz")
     expected = square_box(bounding_ranges(to_canonical(blob, geometry)), geometry.canonical_spacing,
                           geometry.canonical_shape)
@@ -153,7 +158,7 @@ def test_scan_without_heart_gives_background(tmp_path: Path) -> None:
     scan, _ = blob_scan()
     nib.save(scan, tmp_path / "scan.nii.gz")
     model = ThresholdSegmentor(threshold=2.0)  # never fires
-    segment_file(tmp_path / "scan.nii.gz", tmp_path / "seg.nii.gz", SlicePredictor(model, 32))
+    segment_file(tmp_path / "scan.nii.gz", tmp_path / "seg.nii.gz", SlicePredictor(model, 32), SPEC)
     assert not np.asanyarray(nib.load(tmp_path / "seg.nii.gz").dataobj).any()
 
 
@@ -178,7 +183,7 @@ def test_shared_scans_voxels_land_where_they_came_from(tmp_path: Path, name: str
     image, geometry = load_image(ABDOMEN / name)
     size = max(image.shape[:2])
     segment_file(ABDOMEN / name, tmp_path / name, SlicePredictor(ThresholdSegmentor(size, threshold=threshold), size),
-                 codes="index", crop=False)
+                 SPEC, codes="index", crop=False)
     expected = normalise_intensity(image, intensity_window(to_canonical(image, geometry))) > threshold
     seg = np.asanyarray(nib.load(tmp_path / name).dataobj)
     assert seg.dtype == np.uint8 and set(np.unique(seg)) == {0, LV}
@@ -242,7 +247,7 @@ def test_failure_leaves_no_partial_output(tmp_path: Path, monkeypatch) -> None:
 
     with pytest.raises(RuntimeError, match="out of memory"):
         segment_file(tmp_path / "scan.nii.gz", tmp_path / "out" / "seg.nii.gz", SlicePredictor(FailsMidway(), 32),
-                     batch_size=2)
+                     SPEC, batch_size=2)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
     def dies_while_writing(image, filename):
@@ -272,14 +277,17 @@ def test_bad_input_scan_is_reported(tmp_path: Path, monkeypatch, capsys, problem
     assert not (tmp_path / "seg.nii.gz").exists()
 
 
-def test_checkpoint_with_another_class_count_is_refused(tmp_path: Path, capsys) -> None:
-    scan, _ = blob_scan()
+def test_labels_are_written_in_the_checkpoints_own_dataset_codes(tmp_path: Path, monkeypatch) -> None:
+    scan, blob = blob_scan()
     nib.save(scan, tmp_path / "scan.nii.gz")
-    ckpt = tiny_mkd_checkpoint(tmp_path / "five.ckpt", num_classes=5)
-    assert segment_main(["-i", str(tmp_path / "scan.nii.gz"), "-o", str(tmp_path / "seg.nii.gz"), "--ckpt", str(ckpt)]) == 1
-    err = capsys.readouterr().err
-    assert "five.ckpt" in err and "predicts 5 classes" in err
-    assert not (tmp_path / "seg.nii.gz").exists()
+    four = DataSpec(("spleen", "right kidney", "left kidney", "liver"), (1, 2, 3, 6))  # BTCV's codes
+    ckpt = use_model(monkeypatch, tmp_path, ThresholdSegmentor(image_size=32, cls=4, spec=four))
+    args = ["-i", str(tmp_path / "scan.nii.gz"), "--ckpt", str(ckpt), "--no-progress"]
+    assert segment_main(args + ["-o", str(tmp_path / "codes.nii.gz")]) == 0
+    assert segment_main(args + ["-o", str(tmp_path / "index.nii.gz"), "--codes", "index"]) == 0
+    codes = np.asanyarray(nib.load(tmp_path / "codes.nii.gz").dataobj)
+    assert set(np.unique(codes)) == {0, 6} and dice(codes == 6, blob) > 0.9  # class 4 is "liver", code 6
+    assert set(np.unique(np.asanyarray(nib.load(tmp_path / "index.nii.gz").dataobj))) == {0, 4}
 
 
 @pytest.mark.parametrize("content", ["foreign", "no_segmentor", "missing"])
@@ -300,10 +308,11 @@ def test_checkpoint_of_something_else_is_refused(tmp_path: Path, monkeypatch, ca
 
 # -- locating the heart ---------------------------------------------------------------------------
 
-def test_locate_heart_takes_the_largest_component_and_covers_sampling_gaps() -> None:
-    foreground = np.zeros((20, 20, 6), bool)
-    foreground[2:4, 2:4, 0] = True  # small false positive
-    foreground[8:15, 5:12, 2:5] = True  # the heart, on sampled slices 2..4
+def test_locate_keeps_each_structures_largest_component_and_covers_sampling_gaps() -> None:
+    coarse = np.zeros((20, 20, 6), np.uint8)
+    coarse[2:4, 2:4, 0] = 1  # small false positive of structure 1
+    coarse[8:15, 5:12, 2:5] = 1  # structure 1, on sampled slices 2..4
+    coarse[16:18, 14:18, 3] = 2  # structure 2, apart from structure 1 (a kidney beside the liver)
     sampled = np.arange(6) * 4 + 2  # every 4th slice of a 26-slice volume, starting at 2
-    assert locate_heart(foreground, sampled, 26) == ((8, 15), (5, 12), (7, 22))
-    assert locate_heart(np.zeros((4, 4, 2), bool), np.arange(2), 2) is None
+    assert locate_structures(coarse, sampled, 26) == ((8, 18), (5, 18), (7, 22))
+    assert locate_structures(np.zeros((4, 4, 2), np.uint8), np.arange(2), 2) is None

@@ -5,7 +5,10 @@ import math
 import numpy as np
 import pytest
 
+from mkdseg.labels import MMWHS
 from mkdseg.metrics import format_table, summarize, volume_scores
+
+CARDIAC = [name for name, _ in MMWHS]
 
 
 def _volume():
@@ -17,7 +20,7 @@ def _volume():
 
 def test_perfect_prediction_scores_one_and_zero_distance():
     gt = _volume()
-    scores = volume_scores(gt, gt, with_assd=True)
+    scores = volume_scores(gt, gt, CARDIAC, with_assd=True)
     assert scores["MYO"]["dice"] == pytest.approx(1.0)
     assert scores["LV"]["dice"] == pytest.approx(1.0)
     assert scores["MYO"]["assd"] == pytest.approx(0.0)
@@ -27,27 +30,27 @@ def test_dice_matches_hand_computation():
     gt = _volume()
     pred = gt.copy()
     pred[1, 2:6, 2:6] = 0  # remove half of MYO: 16 of 32 voxels predicted
-    assert volume_scores(pred, gt)["MYO"]["dice"] == pytest.approx(2 * 16 / (16 + 32))
+    assert volume_scores(pred, gt, CARDIAC)["MYO"]["dice"] == pytest.approx(2 * 16 / (16 + 32))
 
 
 def test_empty_structure_policy():
     gt = _volume()
     pred = gt.copy()
     pred[3, 0, 0] = 2  # LA predicted but absent from ground truth
-    scores = volume_scores(pred, gt, with_assd=True)
+    scores = volume_scores(pred, gt, CARDIAC, with_assd=True)
     assert scores["LA"]["dice"] == 0.0  # false positive: Dice 0
     assert math.isnan(scores["LA"]["assd"])  # no surface to measure against
     assert math.isnan(scores["RA"]["dice"])  # absent from both: undefined, left out of means
     pred[gt == 3] = 0
-    assert volume_scores(pred, gt)["LV"]["dice"] == 0.0  # missed entirely
+    assert volume_scores(pred, gt, CARDIAC)["LV"]["dice"] == 0.0  # missed entirely
 
 
 def test_assd_uses_voxel_spacing():
     gt = np.zeros((1, 20, 20), dtype=np.uint8)
     gt[0, 5:10, 5:10] = 1
     pred = np.roll(gt, 1, axis=2)  # shifted one column
-    d1 = volume_scores(pred, gt, spacing=(1, 1, 1), with_assd=True)["MYO"]["assd"]
-    d2 = volume_scores(pred, gt, spacing=(1, 1, 2.5), with_assd=True)["MYO"]["assd"]
+    d1 = volume_scores(pred, gt, CARDIAC, spacing=(1, 1, 1), with_assd=True)["MYO"]["assd"]
+    d2 = volume_scores(pred, gt, CARDIAC, spacing=(1, 1, 2.5), with_assd=True)["MYO"]["assd"]
     assert d1 > 0 and d2 == pytest.approx(2.5 * d1, rel=1e-5)
 
 
@@ -68,4 +71,4 @@ def test_summary_ignores_undefined_values_and_counts_volumes():
 
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="must be equal"):
-        volume_scores(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
+        volume_scores(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)), CARDIAC)

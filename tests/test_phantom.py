@@ -12,7 +12,7 @@ from scipy import ndimage
 from mkdseg.data import phantom
 from mkdseg.data.cache import SliceCache, VolumeRecord
 from mkdseg.data.phantom import generate_phantom, render_subject
-from mkdseg.labels import NUM_CLASSES, STRUCTURES
+from mkdseg.data.phantom import NUM_CLASSES, STRUCTURES
 
 CLASS = {name: i for i, name in enumerate(STRUCTURES, start=1)}
 

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from nibabel.orientations import axcodes2ornt, ornt_transform
 
-from mkdseg.data import mmwhs
+import mkdseg.data.preprocess as pipeline
 from mkdseg.data.cache import MANIFEST, SliceCache
-from mkdseg.data.mmwhs import find_pairs, preprocess, preprocess_main
+from mkdseg.data.mmwhs import find_pairs, preprocess
+from mkdseg.data.prepare import preprocess_main
 from mkdseg.data.nifti import InputError, MissingInputError
-from mkdseg.labels import codes_to_classes
+from mkdseg.labels import MMWHS, code_lut, codes_to_classes, preset_structures
+
+MMWHS_LUT = code_lut(preset_structures(MMWHS, ["ct"]), "ct")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIFA = SHARED / "mmwhs_sifa"
@@ -78,7 +81,7 @@ def test_shared_mmwhs_files_preprocess(tmp_path: Path) -> None:
         assert image.dtype == np.float32 and -1 <= image.min() < image.max() <= 1
         codes = np.asanyarray(nib.load(SIFA / f"{record.modality}_train_{record.subject}_label.nii.gz").dataobj)
         # the structures present are kept, mapped to their classes, and nothing else appears
-        assert set(np.unique(label)) == set(np.unique(codes_to_classes(codes)))
+        assert set(np.unique(label)) == set(np.unique(codes_to_classes(codes, MMWHS_LUT)))
         # resizing keeps areas in mm^2: cached pixels x cached pixel area == original voxels x 1 mm^2
         _, row_mm, col_mm = record.spacing
         assert row_mm == pytest.approx(col_mm, rel=0.01)
@@ -180,8 +183,8 @@ def test_rerun_reuses_complete_volumes(tmp_path: Path, monkeypatch) -> None:
     src = small_dataset(tmp_path / "src")
     preprocess(src, tmp_path / "out", image_size=32, progress=False)
     calls = []
-    real = mmwhs.preprocess_volume
-    monkeypatch.setattr(mmwhs, "preprocess_volume", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = pipeline.preprocess_volume
+    monkeypatch.setattr(pipeline, "preprocess_volume", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     preprocess(src, tmp_path / "out", image_size=32, progress=False)
     assert calls == []
     preprocess(src, tmp_path / "out", image_size=32, progress=False, overwrite=True)
@@ -199,7 +202,7 @@ def test_other_parameters_need_overwrite(tmp_path: Path) -> None:
 
 def test_interrupted_run_keeps_complete_volumes_and_resumes(tmp_path: Path, monkeypatch) -> None:
     src = small_dataset(tmp_path / "src", n_ct=3, n_mr=1)
-    real = mmwhs.preprocess_volume
+    real = pipeline.preprocess_volume
     calls = []
 
     def dies_on_third(*args, **kwargs):
@@ -208,7 +211,7 @@ def test_interrupted_run_keeps_complete_volumes_and_resumes(tmp_path: Path, monk
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C in the middle
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mmwhs, "preprocess_volume", dies_on_third)
+    monkeypatch.setattr(pipeline, "preprocess_volume", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         preprocess(src, tmp_path / "out", image_size=32, progress=False)
     assert manifest_keys(tmp_path / "out") == ["ct/1001", "ct/1002"]
@@ -259,7 +262,7 @@ def test_label_without_image_is_named(tmp_path: Path) -> None:
 def test_unknown_label_codes_are_listed_or_mapped_to_background(tmp_path: Path) -> None:
     image, label = heart_scan(extra_code=999)
     save_pair(tmp_path / "src", "ct", "1", image, label)
-    with pytest.raises(InputError, match=r"ct_train_1_label.nii.gz: label codes \[999\]"):
+    with pytest.raises(InputError, match=r"ct_train_1_label.nii.gz: label values \[999\] are not declared"):
         preprocess(tmp_path / "src", tmp_path / "out", assistant=None, progress=False)
     assert not (tmp_path / "out" / MANIFEST).exists() or manifest_keys(tmp_path / "out") == []
     cache = preprocess(tmp_path / "src", tmp_path / "out", assistant=None, image_size=32,

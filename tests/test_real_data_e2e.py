@@ -25,13 +25,16 @@ def test_preprocess_train_test_segment_on_shared_mmwhs(tmp_path):
     model_args = [f"--model.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY_MODEL.items() if k != "image_size"]
     common = [
         "--model.class_path=mkdseg.methods.MKDModule", *model_args,
-        "--data.source=mmwhs", f"--data.root={cache}", "--data.image_size=32", "--data.batch_size=2",
+        "--data.source=cache", f"--data.root={cache}", "--data.image_size=32", "--data.batch_size=2",
         "--data.samples_per_epoch=4", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={run_dir}", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.save_dir={run_dir}",
     ]
-    cli = build_cli(["fit", *common, "--trainer.max_steps=3", "--trainer.val_check_interval=3",
-                     "--trainer.check_val_every_n_epoch=null", "--trainer.num_sanity_val_steps=0"])
+    # one CT subject trains, the other is the test: none to spare for validation, so the last weights are tested
+    with pytest.warns(UserWarning, match="no checkpoint selection"):
+        cli = build_cli(["fit", *common, "--trainer.max_steps=3", "--trainer.val_check_interval=3",
+                         "--trainer.check_val_every_n_epoch=null", "--trainer.num_sanity_val_steps=0",
+                         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+                         "--trainer.callbacks.save_last=true", "--trainer.callbacks.save_on_train_epoch_end=true"])
     ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
     assert ckpt, "fit wrote no checkpoint"
     # the two CT subjects were split by subject: one trains, one is held out

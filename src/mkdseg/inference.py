@@ -49,6 +49,7 @@ from mkdseg.data.cache import VolumeRecord
 from mkdseg.data.nifti import (
     Geometry,
     InputError,
+    check_axcodes,
     MissingInputError,
     OutputExistsError,
     from_canonical,
@@ -206,10 +207,11 @@ def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predi
 
 def segment_file(image_path: str | Path, output_path: str | Path, predict: SlicePredictor, spec: DataSpec,
                  codes: str = "dataset", overwrite: bool = False, batch_size: int = 8, crop: bool = True,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, orientation: str | None = None) -> Path:
     """Segment one NIfTI scan and write its label map (the target dataset's codes, int16; or class
     indices, uint8) with the input's shape, affine and header. Written atomically; an existing output
-    is refused unless ``overwrite``."""
+    is refused unless ``overwrite``. ``orientation``: the array's true orientation if the header's is wrong
+    (as given to ``mkdseg preprocess``)."""
     if codes not in CODE_CHOICES:
         raise ValueError(f"codes must be one of {CODE_CHOICES}, got {codes!r}")
     output_path = Path(output_path)
@@ -220,6 +222,7 @@ def segment_file(image_path: str | Path, output_path: str | Path, predict: Slice
     if output_path.exists() and not overwrite:  # fail before the expensive part
         raise OutputExistsError(f"{output_path}: output exists; pass --overwrite to replace it")
     image, geometry = load_image(image_path)
+    geometry = geometry.declared_as(orientation)
     canonical = to_canonical(image, geometry)
     classes = segment_canonical(canonical, geometry.canonical_spacing, predict, spec, batch_size, crop,
                                 progress=progress, desc=Path(image_path).name)
@@ -240,7 +243,8 @@ def write_cached_prediction(probs: torch.Tensor, record: VolumeRecord, spec: Dat
     (the phantom) are their own original grid."""
     affine = np.asarray(record.affine if record.affine is not None else np.eye(4), dtype=np.float64)
     shape = tuple(record.original_shape) if record.original_shape else tuple(probs.shape[:1] + probs.shape[2:])
-    geometry = Geometry(Path(record.image_file), shape, affine, nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), affine).header)
+    header = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), affine).header
+    geometry = Geometry(Path(record.image_file), shape, affine, header).declared_as(record.extra.get("declared_orientation"))
     if record.crop_box is None:  # cached grid == original grid
         classes = probs.max(1).indices.to(torch.uint8).numpy().reshape(shape)
     else:
@@ -320,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="auto: bfloat16 where the hardware supports it natively, else fp32")
     parser.add_argument("--no-crop", action="store_true", help="one pass on whole slices (scans already cropped around the structures)")
+    parser.add_argument("--orientation", metavar="AXCODES",
+                        help="the scans' true orientation (e.g. LAS) when their headers are wrong, as given to preprocess")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -330,6 +336,11 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         print(f"mkdseg segment: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    try:
+        args.orientation = check_axcodes(args.orientation) if args.orientation else None
+    except ValueError as e:
+        print(f"mkdseg segment: error: --orientation: {e}", file=sys.stderr)
         return 2
     try:
         jobs = _pairs(args.input, args.output)
@@ -343,7 +354,8 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         print(f"mkdseg segment: error: {e}", file=sys.stderr)
         return 1
     return _run_jobs(jobs, lambda src, dst: segment_file(
-        src, dst, predict, model.spec, args.codes, args.overwrite, args.batch_size, not args.no_crop, not args.no_progress),
+        src, dst, predict, model.spec, args.codes, args.overwrite, args.batch_size, not args.no_crop, not args.no_progress,
+        args.orientation),
         progress=not args.no_progress and len(jobs) > 1)
 
 

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 SOURCES = ("phantom", "cache")
 LEGACY_SOURCES = {"mmwhs": "cache"}  # configs written before any cache was one source
 ANATOMICAL_AXES = ("LR", "AP", "SI")
-_LATERAL = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+_LATERAL = re.compile(r"(?<![a-z])(left|right)(?![a-z])", re.IGNORECASE)  # also between underscores: "Left_Kidney"
 
 
 class UnpairedSliceDataModule(L.LightningDataModule):
@@ -197,7 +197,9 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         n_val = self.hparams.n_val
         if n_val and len(train_ids) <= n_val:
             rank_zero_warn(f"data.n_val={n_val}: the training fold has only {len(train_ids)} target subjects, so none "
-                           "is set apart for validation; no checkpoint selection, the last weights are tested")
+                           "is set apart for validation; no checkpoint selection, the last weights are tested (with step-based "
+                           "validation a ModelCheckpoint saves only after validations unless save_on_train_epoch_end: true, "
+                           "as the shipped configs set)")
             n_val = 0
         drawn = sorted(random.Random(f"{self.hparams.split_seed}/{self.hparams.fold}").sample(train_ids, n_val))
         return [s for s in train_ids if s not in drawn], drawn

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -77,6 +77,9 @@ class Geometry:
     shape: tuple[int, ...]
     affine: np.ndarray
     header: nib.Nifti1Header
+    #: the array's true orientation where the header's is known to be wrong (e.g. ``"LAS"``); the affine and
+    #: header stay the file's, so outputs are still written on the file's own grid
+    declared: str | None = None
 
     @classmethod
     def from_image(cls, image: nib.Nifti1Image, path: str | os.PathLike = "<memory>") -> "Geometry":
@@ -99,7 +102,13 @@ class Geometry:
 
     @property
     def _ornt(self) -> np.ndarray:
-        return io_orientation(self.affine)
+        return axcodes2ornt(tuple(self.declared)) if self.declared else io_orientation(self.affine)
+
+    def declared_as(self, axcodes: str | None) -> "Geometry":
+        """This geometry with its array orientation taken from ``axcodes`` instead of the header (``None``: as is)."""
+        if axcodes is None:
+            return self
+        return replace(self, declared=check_axcodes(axcodes))
 
     @property
     def canonical_shape(self) -> tuple[int, int, int]:
@@ -120,6 +129,15 @@ class Geometry:
     def canonical_affine(self) -> np.ndarray:
         """Affine of the canonical array (same world positions as the file's voxels)."""
         return self.affine @ nib.orientations.inv_ornt_aff(self._ornt, self.shape3d)
+
+
+def check_axcodes(axcodes: str) -> str:
+    """``axcodes`` upper-cased if it names one direction of each anatomical axis (``LAS``, ``RPI`` ...)."""
+    codes = str(axcodes).strip().upper()
+    axes = sorted(next((i for i, pair in enumerate(("LR", "PA", "IS")) if c in pair), -1) for c in codes)
+    if len(codes) != 3 or axes != [0, 1, 2]:
+        raise ValueError(f"orientation {axcodes!r} must name one of L/R, one of A/P and one of S/I, e.g. 'LAS'")
+    return codes
 
 
 def to_canonical(array: np.ndarray, geometry: Geometry) -> np.ndarray:

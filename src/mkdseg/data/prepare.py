@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mkdseg.data.cache import SliceCache
-from mkdseg.data.nifti import InputError, load_geometry
+from mkdseg.data.nifti import InputError, check_axcodes, load_geometry
 from mkdseg.data.nnunet import RawDataset, match_structures, parse_structure_list, read_raw_dataset
 from mkdseg.data.preprocess import UNKNOWN_LABEL_CHOICES, ScanPair, write_cache
 from mkdseg.data.roi import coarsest_axis, parse_slice_axis
@@ -30,14 +30,17 @@ CACHE_SOURCE = "nnunet"
 def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str | Path, *,
                       structures: Sequence[str] | None = None, slice_axis: int | None = None,
                       target_modality: str | None = None, assistant_modality: str | None = None,
+                      target_orientation: str | None = None, assistant_orientation: str | None = None,
                       image_size: int = 256, margin_mm: float = DEFAULT_MARGIN_MM, unknown_labels: str = "error",
                       max_cases: int | None = None, overwrite: bool = False, progress: bool = True) -> SliceCache:
     """Preprocess two nnU-Net raw datasets (``assistant=None``: the target alone) into one cache.
 
     ``slice_axis``: canonical RAS axis (0 sagittal, 1 coronal, 2 transverse); ``None`` = the coarsest
     axis of the target's median spacing. ``max_cases``: only the first ``n`` cases of each dataset
-    (quick looks and tests).
+    (quick looks and tests). ``target_orientation``/``assistant_orientation``: a dataset's true array
+    orientation (e.g. ``"LAS"``) where its headers are wrong; the default trusts the headers.
     """
+    orientation_of = [check_axcodes(o) if o else None for o in (target_orientation, assistant_orientation)]
     datasets = [read_raw_dataset(target, target_modality)]
     if assistant is not None:
         datasets.append(read_raw_dataset(assistant, assistant_modality))
@@ -49,23 +52,24 @@ def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str
     names = match_structures(datasets[0], datasets[-1], structures) if assistant is not None else _own_names(datasets[0], structures)
     run_structures = [Structure(name, {d.modality: d.code_of(name) for d in datasets}) for name in names]
     cases = {d.modality: list(d.cases[:max_cases] if max_cases else d.cases) for d in datasets}
+    orientations = {d.modality: o for d, o in zip(datasets, orientation_of)}
     if slice_axis is None:
-        slice_axis = coarsest_axis(_median_spacing(cases[datasets[0].modality]))
+        slice_axis = coarsest_axis(_median_spacing(cases[datasets[0].modality], orientations[datasets[0].modality]))
     pairs = [ScanPair(d.modality, c.case_id, c.image, c.label) for d in datasets for c in cases[d.modality]]
     roles = {"target": datasets[0].modality, **({"assistant": datasets[1].modality} if assistant is not None else {})}
     return write_cache(pairs, out, source=CACHE_SOURCE, structures=run_structures, roles=roles,
                        declared={d.modality: sorted(d.declared_codes) for d in datasets}, slice_axis=slice_axis,
                        image_size=image_size, margin_mm=margin_mm, unknown_labels=unknown_labels,
-                       overwrite=overwrite, progress=progress)
+                       orientations=orientations, overwrite=overwrite, progress=progress)
 
 
 def _own_names(dataset: RawDataset, structures: Sequence[str] | None) -> list[str]:
     return match_structures(dataset, dataset, structures)
 
 
-def _median_spacing(cases) -> tuple[float, float, float]:
+def _median_spacing(cases, orientation: str | None = None) -> tuple[float, float, float]:
     """Median canonical voxel spacing over the cases (headers only)."""
-    spacings = np.array([load_geometry(c.image).canonical_spacing for c in cases])
+    spacings = np.array([load_geometry(c.image).declared_as(orientation).canonical_spacing for c in cases])
     return tuple(float(s) for s in np.median(spacings, axis=0))  # type: ignore[return-value]
 
 
@@ -88,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"auto (the coarsest-spacing axis), {', '.join(SLICE_AXIS_NAMES)} (default: auto; MM-WHS: transverse)")
     parser.add_argument("--target-modality", help="modality name of the target dataset (default: its channel_names)")
     parser.add_argument("--assistant-modality", help="modality name of the assistant dataset (default: its channel_names)")
+    for role in ("target", "assistant"):
+        parser.add_argument(f"--{role}-orientation", metavar="AXCODES",
+                            help=f"the {role} arrays' true orientation (e.g. LAS) when the dataset's headers are wrong; "
+                                 "default: trust the headers")
     parser.add_argument("--image-size", type=int, default=256, help="slice size after resizing (default: 256)")
     parser.add_argument("--margin-mm", type=float, default=DEFAULT_MARGIN_MM,
                         help=f"context around the structures' box in mm (default: {DEFAULT_MARGIN_MM})")
@@ -121,12 +129,14 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SliceCach
     if args.src is not None:
         from mkdseg.data.mmwhs import preprocess
 
-        if args.structures or args.slice_axis != "auto" or args.max_cases:
-            parser.error("--structures, --slice-axis and --max-cases are for nnU-Net datasets; MM-WHS has its preset")
+        if args.structures or args.slice_axis != "auto" or args.max_cases or args.target_orientation or args.assistant_orientation:
+            parser.error("--structures, --slice-axis, --max-cases and the orientations are for nnU-Net datasets; "
+                         "MM-WHS has its preset")
         return preprocess(args.src, args.out, target=args.target or "ct", assistant=none(args.assistant or "mr"), **common)
     if not args.target:
         parser.error("give --target DIR (and --assistant DIR): two nnU-Net raw datasets; or --src DIR for MM-WHS")
     structures = parse_structure_list(args.structures) if args.structures else None
     return preprocess_nnunet(args.target, none(args.assistant), args.out, structures=structures,
                              slice_axis=parse_slice_axis(args.slice_axis), target_modality=args.target_modality,
-                             assistant_modality=args.assistant_modality, max_cases=args.max_cases, **common)
+                             assistant_modality=args.assistant_modality, target_orientation=args.target_orientation,
+                             assistant_orientation=args.assistant_orientation, max_cases=args.max_cases, **common)

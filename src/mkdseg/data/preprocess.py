@@ -4,7 +4,8 @@ Per volume (:func:`preprocess_volume`):
 
 1. read and validate image and label (:mod:`mkdseg.data.nifti`) and reorient both to canonical RAS, so
    that every dataset, whatever its stored orientation (LPS CT, LAS MR, ...), shows the anatomy the same
-   way round;
+   way round. The orientation is the header's, unless the dataset's is declared (``orientations``): for
+   files whose header is known to be wrong;
 2. map the dataset's label codes to the run's classes (:func:`mkdseg.labels.codes_to_classes`): declared
    labels the run does not segment become background, undeclared values raise (or become background);
 3. normalise intensities over the whole volume to [-1, 1] (:mod:`mkdseg.data.intensity`);
@@ -71,9 +72,11 @@ class PreprocessedVolume:
 
 def preprocess_volume(image_path: Path, label_path: Path, lut: Mapping[int, int], declared: Sequence[int] | None = None,
                       slice_axis: int = 2, image_size: int = 256, margin_mm: float = DEFAULT_MARGIN_MM,
-                      unknown_labels: str = "error") -> PreprocessedVolume:
-    """Read, validate, reorient, map labels, normalise, crop around the structures and resize one pair."""
-    geometry = load_geometry(image_path)  # checking the label against the header first costs no image voxels
+                      unknown_labels: str = "error", orientation: str | None = None) -> PreprocessedVolume:
+    """Read, validate, reorient, map labels, normalise, crop around the structures and resize one pair.
+    ``orientation``: the arrays' true orientation (e.g. ``"LAS"``) where the header's is wrong."""
+    # checking the label against the header first costs no image voxels
+    geometry = load_geometry(image_path).declared_as(orientation)
     codes = slicing_view(to_canonical(load_label(label_path, like=geometry), geometry), slice_axis)
     # Map codes inside the bounding box of non-zero codes only: it holds every labelled voxel, and
     # mapping a few million voxels instead of a whole 512x512x300 volume is ~10x faster.
@@ -107,10 +110,12 @@ def preprocess_volume(image_path: Path, label_path: Path, lut: Mapping[int, int]
 def write_cache(pairs: Sequence[ScanPair], out: str | Path, *, source: str, structures: Sequence[Structure],
                 roles: Mapping[str, str], declared: Mapping[str, Sequence[int]] | None = None, slice_axis: int = 2,
                 image_size: int = 256, margin_mm: float = DEFAULT_MARGIN_MM, unknown_labels: str = "error",
-                overwrite: bool = False, progress: bool = True) -> SliceCache:
+                orientations: Mapping[str, str | None] | None = None, overwrite: bool = False,
+                progress: bool = True) -> SliceCache:
     """Preprocess ``pairs`` into the cache at ``out`` (see the module docstring); returns the saved cache.
 
     ``declared``: per modality, the label codes its dataset declares (default: only the structures' codes).
+    ``orientations``: per modality, the arrays' true orientation where the headers are wrong (default: the headers).
     Volumes already in ``out`` made with the same parameters and source files are kept; a cache made
     with other parameters or another structure set needs ``overwrite``.
     """
@@ -121,6 +126,9 @@ def write_cache(pairs: Sequence[ScanPair], out: str | Path, *, source: str, stru
     out = Path(out)
     params = {"image_size": image_size, "margin_mm": margin_mm, "unknown_labels": unknown_labels, "slice_axis": slice_axis,
               "structures": [s.to_dict() for s in structures]}
+    declared_orientations = {m: o for m, o in (orientations or {}).items() if o}
+    if declared_orientations:  # only then: caches written before the option keep their parameters
+        params["orientations"] = declared_orientations
     if overwrite:
         return _rebuild(pairs, out, source, structures, roles, declared, params, progress)
     cache = SliceCache(out, source=source)
@@ -162,7 +170,8 @@ def _fill(cache: SliceCache, todo: Sequence[ScanPair], source, structures, roles
     cache.complete = False
     for pair in tqdm(todo, desc="preprocess", unit="vol", disable=not progress):
         done = preprocess_volume(pair.image, pair.label, luts[pair.modality], (declared or {}).get(pair.modality),
-                                 params["slice_axis"], params["image_size"], params["margin_mm"], params["unknown_labels"])
+                                 params["slice_axis"], params["image_size"], params["margin_mm"], params["unknown_labels"],
+                                 params.get("orientations", {}).get(pair.modality))
         cache.write_volume(_record(pair, done, params), done.image, done.label)
         cache.save()  # after every volume: the manifest never lists a volume that is not complete
     cache.complete = True
@@ -209,6 +218,7 @@ def _record(pair: ScanPair, done: PreprocessedVolume, params: dict) -> VolumeRec
         plane=CANONICAL_PLANES[params["slice_axis"]],
         extra={
             "orientation": geometry.axcodes,  # of the file; crop_box and slice_indices: canonical RAS, slice axis last
+            "declared_orientation": geometry.declared,  # the arrays' true orientation where the header is wrong
             "canonical": "RAS",
             "original_spacing": list(geometry.spacing),
             "intensity_window": list(done.window),
