@@ -19,7 +19,7 @@ import numpy as np
 
 from mkdseg.data.cache import SliceCache
 from mkdseg.data.nifti import InputError, check_axcodes, load_geometry
-from mkdseg.data.nnunet import RawDataset, match_structures, parse_structure_list, read_raw_dataset
+from mkdseg.data.nnunet import match_structures, parse_structure_list, read_raw_dataset
 from mkdseg.data.preprocess import UNKNOWN_LABEL_CHOICES, ScanPair, write_cache
 from mkdseg.data.roi import coarsest_axis, parse_slice_axis
 from mkdseg.labels import DEFAULT_MARGIN_MM, SLICE_AXIS_NAMES, Structure
@@ -49,7 +49,7 @@ def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str
                 f"{datasets[0].root} and {datasets[1].root}: both datasets are modality {datasets[0].modality!r} "
                 "(channel_names); name them apart with --target-modality / --assistant-modality"
             )
-    names = match_structures(datasets[0], datasets[-1], structures) if assistant is not None else _own_names(datasets[0], structures)
+    names = match_structures(datasets[0], datasets[-1], structures)  # alone (no assistant): the target's own labels
     run_structures = [Structure(name, {d.modality: d.code_of(name) for d in datasets}) for name in names]
     cases = {d.modality: list(d.cases[:max_cases] if max_cases else d.cases) for d in datasets}
     orientations = {d.modality: o for d, o in zip(datasets, orientation_of)}
@@ -61,10 +61,6 @@ def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str
                        declared={d.modality: sorted(d.declared_codes) for d in datasets}, slice_axis=slice_axis,
                        image_size=image_size, margin_mm=margin_mm, unknown_labels=unknown_labels,
                        orientations=orientations, overwrite=overwrite, progress=progress)
-
-
-def _own_names(dataset: RawDataset, structures: Sequence[str] | None) -> list[str]:
-    return match_structures(dataset, dataset, structures)
 
 
 def _median_spacing(cases, orientation: str | None = None) -> tuple[float, float, float]:
