@@ -180,9 +180,9 @@ def test_sampler_shares_partition_each_epoch_and_resume_within_a_share():
     assert list(whole) != sequence and [list(s) for s in shares] != parts
     # a resumed share skips what was trained on, in the epoch it was given for only
     resumed = UnpairedSampler(7, 5, 11, seed=1, num_replicas=3, rank=1, epoch=0, start=2)
-    resumed.set_epoch(0)
     assert list(resumed) == parts[1][2:]
     assert len(resumed) == 4 and list(resumed) == [list(s) for s in [UnpairedSampler(7, 5, 11, 1, 3, 1, epoch=1)]][0]
-    stale = UnpairedSampler(7, 5, 11, seed=1, num_replicas=3, rank=1, epoch=0, start=2)
-    stale.set_epoch(1)
-    assert len(list(stale)) == 4
+    # Lightning's epoch number runs ahead of the data when a stopped run is extended: it does not move the sampler
+    extended = UnpairedSampler(7, 5, 11, seed=1, num_replicas=3, rank=1, epoch=0, start=2)
+    extended.set_epoch(1)
+    assert list(extended) == parts[1][2:]

@@ -84,6 +84,37 @@ def test_mid_epoch_resume_continues_exactly(phantom_root, tmp_path):
     assert_same_training_state(straight, trainer_s, resumed, trainer_r)
 
 
+def train_to_a_stop(phantom_root: Path, max_steps: int, ckpt_dir: Path | None = None, ckpt_path: str | None = None):
+    """Like ``train``, with the checkpoint a finished run leaves: ``last.ckpt`` written when ``max_steps`` stops it."""
+    L.seed_everything(7)
+    model = make_model()
+    dm = make_datamodule(phantom_root, batch_size=BATCH, samples_per_epoch=SAMPLES_PER_EPOCH)
+    recorder = BatchRecorder()
+    callbacks = [recorder]
+    if ckpt_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_on_train_epoch_end=True))
+    trainer = quiet_trainer(max_steps=max_steps, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None,
+                            deterministic=True)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return model, trainer, recorder.pairs
+
+
+@pytest.mark.parametrize(("stop", "until"), [(2, 4), (4, 8)])
+def test_extending_a_finished_run_is_exact(phantom_root, tmp_path, stop, until):
+    """"Train N more iterations": a run stopped by max_steps in mid-epoch (2 or 4 of 3-iteration epochs),
+    then extended from its last.ckpt, ends bit for bit where a straight run ends: same batches, weights,
+    optimizer moments and learning rates (the stopped epoch's schedule step is not taken twice)."""
+    straight, trainer_s, pairs_s = train_to_a_stop(phantom_root, until)
+    _, trainer_1, pairs_1 = train_to_a_stop(phantom_root, stop, ckpt_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == stop
+    assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [stop // 3] * 2  # whole epochs only
+    extended, trainer_e, pairs_e = train_to_a_stop(phantom_root, until, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert trainer_e.global_step == until
+    assert pairs_1 + pairs_e == pairs_s
+    assert_same_training_state(straight, trainer_s, extended, trainer_e)
+
+
 def test_resume_position_of_the_sampler_across_epoch_boundaries(phantom_root):
     """The loader of a resumed run starts where the fit loop stands: (epoch, batches done)."""
     from mkdseg.data.datamodule import UnpairedSliceDataModule
@@ -92,8 +123,7 @@ def test_resume_position_of_the_sampler_across_epoch_boundaries(phantom_root):
         limit_train_batches = 1.0
 
         def __init__(self, done):
-            total = type("T", (), {"processed": done})()
-            self.fit_loop = type("F", (), {"epoch_loop": type("E", (), {"batch_progress": type("B", (), {"total": total})()})()})()
+            self.global_step = done
 
     point = UnpairedSliceDataModule._resume_point
     assert point(None, 3) == (0, 0)

@@ -1,4 +1,4 @@
-"""Loss functions of the MKD framework. Pure PyTorch: nothing here knows about Lightning.
+"""Loss functions of the MKD framework (PyTorch and MONAI): nothing here knows about Lightning.
 
 Shapes: logits ``[B, C, H, W]``, integer labels ``[B, H, W]``, images ``[B, 1, H, W]``.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss
 from torch import nn
 
 GAN_MODES = ("lsgan", "vanilla")
@@ -41,19 +42,14 @@ def cycle_loss(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Te
     return F.l1_loss(reconstruction, original)
 
 
-def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """1 - mean over images and classes (background included) of the soft Dice of softmax(logits)."""
-    probs = logits.float().softmax(dim=1)
-    onehot = F.one_hot(labels.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-    dims = (2, 3)
-    intersection = (probs * onehot).sum(dims)
-    denominator = probs.sum(dims) + onehot.sum(dims)
-    return 1.0 - ((2 * intersection + eps) / (denominator + eps)).mean()
+# MONAI's CE + Dice: Dice of softmax(logits) per image and class, background included, averaged; the same
+# smoothing (1e-5 in numerator and denominator) as the loss was written with by hand before.
+_DICE_CE = DiceCELoss(to_onehot_y=True, softmax=True, include_background=True, smooth_nr=1e-5, smooth_dr=1e-5)
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The paper's segmentation loss: pixel-wise cross-entropy + soft Dice loss, equally weighted."""
-    return F.cross_entropy(logits.float(), labels.long()) + soft_dice_loss(logits, labels)
+    return _DICE_CE(logits.float(), labels[:, None].long())
 
 
 def distillation_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -65,5 +61,5 @@ def distillation_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor
     if temperature <= 0:
         raise ValueError(f"kd_temperature must be > 0, got {temperature}")
     teacher = (teacher_logits.detach().float() / temperature).softmax(dim=1)
-    log_student = (student_logits.float() / temperature).log_softmax(dim=1)
-    return -(teacher * log_student).sum(dim=1).mean() * temperature**2
+    # cross-entropy with probability targets: -sum_c p_c log softmax(student)_c, mean over pixels
+    return F.cross_entropy(student_logits.float() / temperature, teacher) * temperature**2

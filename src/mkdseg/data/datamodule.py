@@ -231,8 +231,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = UnpairedSampler(len(self.target_train), len(self.assistant_train), self.samples_per_epoch, hp.sampler_seed, replicas, rank)
         epoch, batches_done = self._resume_point(trainer, len(sampler) // hp.batch_size)
-        sampler.set_epoch(epoch)
-        sampler.start = batches_done * hp.batch_size
+        sampler.epoch, sampler.start = epoch, batches_done * hp.batch_size
         return DataLoader(
             self.train_set, batch_size=hp.batch_size, sampler=sampler, drop_last=True,
             num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
@@ -241,10 +240,12 @@ class UnpairedSliceDataModule(L.LightningDataModule):
 
     @staticmethod
     def _resume_point(trainer, batches_per_epoch: int) -> tuple[int, int]:
-        """(epoch, batches of it already trained on) where the fit loop stands: (0, 0) for a new run.
+        """(epoch, batches of it already trained on) of the data: (0, 0) for a new run.
 
-        Counts the training batches the fit loop has processed in all (restored from the checkpoint on
-        a resume) and splits them into whole epochs and a remainder.
+        Splits the iterations trained so far (``trainer.global_step``: one per batch in every mkdseg
+        method, restored from the checkpoint on a resume) into whole epochs and a remainder. Lightning's
+        own epoch number is no guide: a run stopped by ``max_steps`` in mid-epoch is counted as a finished
+        epoch, so when it is extended Lightning starts a "new" epoch where the data is still mid-epoch.
         """
         if trainer is None or batches_per_epoch < 1:
             return 0, 0
@@ -253,8 +254,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             batches_per_epoch = min(batches_per_epoch, limit)
         elif limit is not None and limit < 1.0:
             batches_per_epoch = max(1, int(batches_per_epoch * limit))
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
-        return divmod(done, batches_per_epoch)
+        return divmod(trainer.global_step, batches_per_epoch)
 
     def _volume_loader(self, records) -> DataLoader:
         return DataLoader(

@@ -55,10 +55,11 @@ class UnpairedSampler(DistributedSampler):
     the size. The class is a :class:`~torch.utils.data.DistributedSampler` so that Lightning uses it
     as it is instead of wrapping it in its ``DistributedSamplerWrapper``; it needs no process group.
 
-    Epochs: Lightning calls :meth:`set_epoch` at the start of every training epoch, also through its
-    distributed wrapper, but on a mid-epoch resume it may create the loader's iterator before doing
-    so; a pass over the sampler therefore uses the epoch it was constructed or last set with, and then
-    advances to the next one on its own (which also gives fresh pairs to a loop without Lightning).
+    Epochs: each pass over the sampler is the next epoch of the data, counted by the sampler itself
+    from the epoch it was constructed with. :meth:`set_epoch`, which Lightning calls at the start of
+    every training epoch, is deliberately not followed: Lightning's epoch number runs one ahead of the
+    data when a run stopped by ``max_steps`` in mid-epoch is extended (it counts the stopped epoch as
+    finished), and following it would skip the rest of that epoch.
 
     Mid-epoch resume: ``start`` pairs of this rank's share of epoch ``epoch`` are skipped by the
     first pass (the ones trained on before the interruption), so that the iterations after a resume
@@ -91,9 +92,7 @@ class UnpairedSampler(DistributedSampler):
         self.epoch, self.start = epoch, start
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.start = 0  # a resume position belongs to the epoch it was given for
-        self.epoch = epoch
+        """Ignored: the data's epoch is the sampler's own pass count (see the class docstring)."""
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All ranks' (target, assistant) slice indices of the current epoch, ``samples_per_epoch`` each."""

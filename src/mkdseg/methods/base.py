@@ -141,6 +141,26 @@ class SegmentationMethod(L.LightningModule):
     def on_train_start(self) -> None:
         resume_training_state(self)
 
+    # -- learning-rate schedules ---------------------------------------------------------------
+    def completed_an_epoch(self) -> bool:
+        """Whether the iterations trained so far end a whole epoch of data. Lightning also runs its
+        epoch-end hooks when ``max_steps`` stops a run in mid-epoch; an epoch schedule stepped there
+        would make a run that is later extended differ from one trained straight through."""
+        batches = self.trainer.num_training_batches
+        return self.trainer.global_step > 0 and batches != float("inf") and self.trainer.global_step % batches == 0
+
+    def step_epoch_schedulers(self) -> None:
+        """Manual optimisation: step every scheduler at the end of each whole epoch of data."""
+        if self.completed_an_epoch():
+            schedulers = self.lr_schedulers() or []
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """Automatic optimisation: Lightning steps ``interval: epoch`` schedulers here; only whole epochs count."""
+        if self.completed_an_epoch():
+            scheduler.step() if metric is None else scheduler.step(metric)
+
 
 def write_reports(result: dict, out_dir: Path) -> None:
     """``summary.json`` (means, stds, counts) and ``per_case.csv`` (one row per volume, structure, predictor)."""

@@ -245,8 +245,7 @@ class MKDModule(SegmentationMethod):
             count_iteration(optimizers[-1])
 
     def on_train_epoch_end(self) -> None:
-        for scheduler in self.lr_schedulers() or []:
-            scheduler.step()
+        self.step_epoch_schedulers()  # segmentor LR x0.9 every 2 epochs
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -197,9 +197,7 @@ class TranslationMethod(SegmentationMethod):
         return optimizers + seg, [segmentor_scheduler(hp, opt) for opt in seg]
 
     def on_train_epoch_end(self) -> None:
-        schedulers = self.lr_schedulers() or []
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
+        self.step_epoch_schedulers()
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch: dict) -> None:
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True, on_epoch=False, batch_size=batch["x_t"].shape[0])
