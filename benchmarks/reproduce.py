@@ -311,7 +311,7 @@ class RunSpec:
 def run_one(spec: RunSpec) -> dict:
     """Fit and test one run in this process; write and return its ``result.json``."""
     from mkdseg.cli import build_cli
-    from mkdseg.data.cache import atomic_write_text
+    from mkdseg.io import atomic_write_text
 
     if spec.dir.exists():  # an unfinished earlier attempt
         shutil.rmtree(spec.dir)

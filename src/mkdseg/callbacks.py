@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from mkdseg.data.cache import atomic_write_text
+from mkdseg.io import atomic_write_text
 from mkdseg.metrics import format_table
 
 

@@ -14,16 +14,14 @@ perpendicular to) and ``margin_mm`` (context around the structures' box in the c
 manifests (MM-WHS and phantom caches written before label sets existed) hold the MM-WHS structures.
 
 Slices are stacked along axis 0 in the order of ``slice_indices`` of the original volume. Every file
-is written to a temporary name and renamed into place, and the manifest is written last, so a cache
-whose manifest lists a volume holds that volume completely; an interrupted run leaves at most stray
-``*.tmp*`` files, which are ignored and overwritten.
+is written atomically (:mod:`mkdseg.io`), and the manifest is written last, so a cache whose manifest
+lists a volume holds that volume completely.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mkdseg.data.roi import CANONICAL_PLANES
+from mkdseg.io import atomic_save_npy, atomic_write_text
 from mkdseg.labels import DEFAULT_MARGIN_MM, MMWHS, Structure, preset_structures
 
 MANIFEST = "manifest.json"
@@ -63,39 +62,6 @@ class VolumeRecord:
     @property
     def key(self) -> str:
         return f"{self.modality}/{self.subject}"
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give the temporary file normal permissions (mkstemp makes it 0600) and rename it into place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ Every problem with an input file raises :class:`InputError` (a ``ValueError``) o
 from __future__ import annotations
 
 import os
-import uuid
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +28,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from mkdseg.io import atomic_path
 
 CANONICAL = ("R", "A", "S")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -54,15 +55,6 @@ class OutputExistsError(InputError, FileExistsError):
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
-
-
-def nifti_stem(path: str | os.PathLike) -> str:
-    """File name without ``.nii`` / ``.nii.gz``."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,17 +251,11 @@ def save_like(data: np.ndarray, geometry: Geometry, path: str | os.PathLike, ove
     header["cal_min"], header["cal_max"] = 0, 0
     # geometry.affine is the header's own best affine, so nibabel leaves qform/sform and codes untouched.
     image = type_of_header(header)(data, geometry.affine, header)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"  # nibabel picks compression by name
-    # a fresh name rather than mkstemp, whose 0600 mode would make the output unreadable to others
-    tmp = path.parent / f".{nifti_stem(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
-    try:
+    with atomic_path(path, suffix) as tmp:
         nib.save(image, tmp)
         if path.exists() and not overwrite:  # appeared while we were working
             raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -15,7 +15,7 @@ import json
 import random
 from pathlib import Path
 
-from mkdseg.data.cache import atomic_write_text
+from mkdseg.io import atomic_write_text
 
 
 def make_folds(subjects: list[str], n_folds: int, seed: int = 0) -> list[list[str]]:

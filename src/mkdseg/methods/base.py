@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 
-from mkdseg.data.cache import atomic_write_text
+from mkdseg.io import atomic_write_text
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
 from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
