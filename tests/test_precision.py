@@ -91,13 +91,21 @@ def test_compile_flag_compiles_each_network_in_place(phantom_root, monkeypatch):
     """``compile: true`` compiles the six networks when the trainer sets the model up, keeping the
     checkpoint keys. Traced with dynamo's eager backend here: inductor's code generation takes minutes on CPU."""
     compile_ = torch.nn.Module.compile
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: compile_(self, backend="eager"))
+    compiled = []
+
+    def eager_compile(self, **kwargs):
+        compiled.append(self)
+        return compile_(self, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
     model, dm = make_model(compile=True), make_datamodule(phantom_root)
     keys = set(model.state_dict())
-    assert all(getattr(model, n)._compiled_call_impl is None for n in OPTIMIZER_ORDER)
     trainer = quiet_trainer(max_steps=2)
     trainer.fit(model, datamodule=dm)
-    assert all(getattr(model, n)._compiled_call_impl is not None for n in OPTIMIZER_ORDER)
-    assert set(model.state_dict()) == keys
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss_seg"])
-    assert make_model()._compiled_call_impl is None and not make_model().hparams.compile  # off by default
+    trainer.validate(model, datamodule=dm, verbose=False)  # the setup hook runs again: no second compile
+    assert [id(m) for m in compiled] == [id(getattr(model, n)) for n in OPTIMIZER_ORDER]
+    assert set(model.state_dict()) == keys
+    compiled.clear()
+    quiet_trainer(max_steps=1).fit(make_model(), datamodule=dm)
+    assert compiled == [] and not make_model().hparams.compile  # off by default

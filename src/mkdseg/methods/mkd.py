@@ -135,13 +135,15 @@ class MKDModule(SegmentationMethod):
         self.gan_loss = GANLoss(gan_mode)
         self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)
         self.automatic_optimization = False
+        self.compiled_networks: set[str] = set()
 
     def configure_model(self) -> None:
         if self.hparams.get("compile", False):
             for name in OPTIMIZER_ORDER:
                 network = getattr(self, name, None)
-                if network is not None and network._compiled_call_impl is None:
+                if network is not None and name not in self.compiled_networks:  # the hook runs once per trainer call
                     network.compile()
+                    self.compiled_networks.add(name)
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
