@@ -44,7 +44,7 @@ import yaml
 from mkdseg.data import UnpairedSliceDataModule
 from mkdseg.losses import cycle_loss, distillation_loss, supervised_loss
 from mkdseg.methods import MKDModule
-from mkdseg.methods.mkd import frozen
+from mkdseg.methods.manual import frozen
 from mkdseg.methods.pool import ImagePool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -152,7 +152,7 @@ def test_xshape_streams_share_only_the_middle():
 
 
 def test_online_generators_get_shape_consistency_gradients_but_segmentors_do_not():
-    from mkdseg.methods.shared import frozen
+    from mkdseg.methods.manual import frozen
 
     model = OnlineTranslationEnsemble(**TINY_GAN)
     b = batch()

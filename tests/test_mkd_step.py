@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from mkdseg.methods.mkd import OPTIMIZER_ORDER, MKDModule, frozen
+from mkdseg.methods.manual import frozen
+from mkdseg.methods.mkd import OPTIMIZER_ORDER, MKDModule
 
 from conftest import make_datamodule, make_model, quiet_trainer
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from mkdseg.losses import supervised_loss
-from mkdseg.methods.mkd import _check_image_size
+from mkdseg.methods.manual import check_image_size
 from mkdseg.methods.shared import SegmentorMethod, make_segmentor
 from mkdseg.nets.xshape import XShapeNet
 
@@ -28,7 +28,7 @@ class _OneSegmentor(SegmentorMethod):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.seg = make_segmentor(self.hparams, self.num_classes)
-        _check_image_size(self.hparams.image_size, self.seg.size_divisor)
+        check_image_size(self.hparams.image_size, self.seg.size_divisor)
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"seg": self.seg(x).float().softmax(1)}
@@ -117,7 +117,7 @@ class XShape(SegmentorMethod):
             lr_seg, seg_betas, seg_lr_decay, seg_lr_decay_epochs, eval_batch_size,
         )
         self.net = XShapeNet(in_channels, self.num_classes, seg_channels, seg_strides, seg_res_units, streams=("a", "t"))
-        _check_image_size(image_size, self.net.size_divisor)
+        check_image_size(image_size, self.net.size_divisor)
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"seg": self.net(x, "t").float().softmax(1)}

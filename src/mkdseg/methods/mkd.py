@@ -6,64 +6,67 @@ Distillation", AAAI 2020, Algorithm 1. See ``DESIGN.md`` ("The method, precisely
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
-from mkdseg.losses import GANLoss, cycle_loss, distillation_loss, supervised_loss
-from mkdseg.methods.base import SegmentationMethod
-from mkdseg.methods.pool import ImagePool
-from mkdseg.methods.training_state import load_image_pools, loss_scaling, phase_name, save_image_pools
-from mkdseg.nets import NLayerDiscriminator, ResidualUNet, ResnetGenerator, init_weights
+from mkdseg.losses import distillation_loss, supervised_loss
+from mkdseg.methods.cyclegan import CycleGANMethod
+from mkdseg.methods.manual import frozen
+from mkdseg.nets import ResidualUNet
 
 OPTIMIZER_ORDER = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
 
 
-@contextmanager
-def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Parameters of ``modules`` take no gradient inside the block (restored afterwards)."""
-    params = [p for m in modules for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
+def mutual_distillation_losses(s_syn: nn.Module, s_real: nn.Module, fake_t, y_a, x_t, y_t, lambda_kd_real: float,
+                               lambda_kd_syn: float, temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """Step 4 of Algorithm 1, the segmentors' objectives (``fake_t`` detached: no generator update):
 
-
-@contextmanager
-def uncounted(optimizer) -> Iterator[None]:
-    """Step ``optimizer`` without advancing ``trainer.global_step``.
-
-    Lightning counts every optimizer step, six per MKD iteration; ``max_steps``, checkpoint intervals
-    and step-based schedules must count iterations: every step is taken uncounted and each iteration
-    is counted once by :func:`count_iteration`.
+    L_seg^real = sup(S_real(x_t), y_t) + lambda_kd_real * H(S_syn(fake_t), S_real(fake_t));
+    L_seg^syn = sup(S_syn(fake_t), y_a) + lambda_kd_syn * H(S_real(x_t), S_syn(x_t)); teachers detached.
     """
-    if not isinstance(optimizer, LightningOptimizer):
-        yield
-        return
-    before, after = optimizer._on_before_step, optimizer._on_after_step
-    optimizer._on_before_step = optimizer._on_after_step = lambda: None
-    try:
-        yield
-    finally:
-        optimizer._on_before_step, optimizer._on_after_step = before, after
+    logits_syn_fake = s_syn(fake_t)
+    logits_real_fake = s_real(fake_t)
+    logits_real_t = s_real(x_t)
+    logits_syn_t = s_syn(x_t)
+    real_sup = supervised_loss(logits_real_t, y_t)
+    kd_syn2real = distillation_loss(logits_syn_fake, logits_real_fake, temperature)
+    syn_sup = supervised_loss(logits_syn_fake, y_a)
+    kd_real2syn = distillation_loss(logits_real_t, logits_syn_t, temperature)
+    loss_real = real_sup + lambda_kd_real * kd_syn2real
+    loss_syn = syn_sup + lambda_kd_syn * kd_real2syn
+    return {
+        "loss_seg": loss_real + loss_syn,
+        "loss_seg_real": loss_real, "loss_seg_real_sup": real_sup, "loss_kd_syn2real": kd_syn2real,
+        "loss_seg_syn": loss_syn, "loss_seg_syn_sup": syn_sup, "loss_kd_real2syn": kd_real2syn,
+    }
 
 
-def count_iteration(optimizer) -> None:
-    """Advance ``trainer.global_step`` by one, as one counted step of ``optimizer`` would (whether or
-    not a mixed-precision overflow made the scaler skip the actual steps)."""
-    if isinstance(optimizer, LightningOptimizer):
-        optimizer._on_before_step()
-        optimizer._on_after_step()
+def ensemble_components(s_syn: nn.Module, s_real: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Step 5: each segmentor's softmax and their mean, the ensemble that segments target images."""
+    p_syn = s_syn(x).float().softmax(1)
+    p_real = s_real(x).float().softmax(1)
+    return {"syn": p_syn, "real": p_real, "ens": (p_syn + p_real) / 2}
 
 
-class MKDModule(SegmentationMethod):
+class MutualDistillation:
+    """S_syn and S_real, their ensemble and their objectives: what MKD and its ablations share
+    (a mixin for :class:`~mkdseg.methods.base.SegmentationMethod` subclasses with ``s_syn``, ``s_real``)."""
+
+    primary_predictor = "ens"
+
+    def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return ensemble_components(self.s_syn, self.s_real, x)
+
+    def segmentor_losses(self, fake_t, y_a, x_t, y_t) -> dict[str, torch.Tensor]:
+        """:func:`mutual_distillation_losses` of S_syn and S_real (``fake_t`` must be detached)."""
+        hp = self.hparams
+        return mutual_distillation_losses(self.s_syn, self.s_real, fake_t, y_a, x_t, y_t, hp.lambda_kd_real,
+                                          hp.lambda_kd_syn, hp.kd_temperature)
+
+
+class MKDModule(MutualDistillation, CycleGANMethod):
     """Six networks: generators ``g_at`` (assistant->target), ``g_ta``; discriminators ``d_t``, ``d_a``;
     segmentors ``s_syn`` (trained on synthetic target images) and ``s_real`` (on real ones).
     At test time the ensemble of ``s_syn`` and ``s_real`` segments target images.
@@ -88,8 +91,6 @@ class MKDModule(SegmentationMethod):
         >>> m.predict_proba(torch.zeros(1, 1, 32, 32)).shape
         torch.Size([1, 8, 32, 32])
     """
-
-    primary_predictor = "ens"
 
     def __init__(
         self,
@@ -122,45 +123,32 @@ class MKDModule(SegmentationMethod):
         eval_batch_size: int = 16,
         compile: bool = False,
     ):
-        super().__init__(image_size, data_spec, eval_batch_size)
-        _check_options(locals())
-        self.save_hyperparameters()
-        self.g_at = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm))
-        self.g_ta = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm))
-        self.d_t = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
-        self.d_a = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
-        self.s_syn = ResidualUNet(in_channels, self.num_classes, seg_channels, seg_strides, seg_res_units)
-        self.s_real = ResidualUNet(in_channels, self.num_classes, seg_channels, seg_strides, seg_res_units)
-        _check_image_size(image_size, self.g_at.size_divisor, self.s_syn.size_divisor)
-        self.gan_loss = GANLoss(gan_mode)
-        self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)
-        self.automatic_optimization = False
-        self.compiled_networks: set[str] = set()
+        for name in ("lambda_sup_gen", "lambda_kd_real", "lambda_kd_syn"):
+            if locals()[name] < 0:
+                raise ValueError(f"model.{name} must be >= 0, got {locals()[name]}")
+        if kd_temperature <= 0:
+            raise ValueError(f"model.kd_temperature must be > 0, got {kd_temperature}")
+        super().__init__(
+            image_size, data_spec, in_channels, gen_filters, gen_blocks, gen_downsampling, disc_filters, disc_layers,
+            norm, seg_channels, seg_strides, seg_res_units, gan_mode, lambda_cyc, pool_size, lr_gen, lr_disc, lr_seg,
+            gan_betas, seg_betas, seg_lr_decay, seg_lr_decay_epochs, eval_batch_size, compile,
+        )
 
-    def configure_model(self) -> None:
-        if self.hparams.get("compile", False):
-            for name in OPTIMIZER_ORDER:
-                network = getattr(self, name, None)
-                if network is not None and name not in self.compiled_networks:  # the hook runs once per trainer call
-                    network.compile()
-                    self.compiled_networks.add(name)
+    def build_segmentors(self) -> None:
+        hp = self.hparams
+        self.s_syn = ResidualUNet(hp.in_channels, self.num_classes, hp.seg_channels, hp.seg_strides, hp.seg_res_units)
+        self.s_real = ResidualUNet(hp.in_channels, self.num_classes, hp.seg_channels, hp.seg_strides, hp.seg_res_units)
 
-    # -- prediction ----------------------------------------------------------------------------
-    def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        p_syn = self.s_syn(x).float().softmax(1)
-        p_real = self.s_real(x).float().softmax(1)
-        return {"syn": p_syn, "real": p_real, "ens": (p_syn + p_real) / 2}
+    def segmentor_names(self) -> tuple[str, ...]:
+        return ("s_syn", "s_real")
 
-    # -- training ------------------------------------------------------------------------------
+    # -- training: Algorithm 1 -----------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
-        opts = dict(zip(OPTIMIZER_ORDER, self.optimizers()))
+        opts = self.named_optimizers()
 
         # 1. translate both ways
-        fake_t = self.g_at(x_a)
-        rec_a = self.g_ta(fake_t)
-        fake_a = self.g_ta(x_t)
-        rec_t = self.g_at(fake_a)
+        fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
 
         # 2. train generators (discriminators and S_syn held fixed)
         with frozen(self.d_t, self.d_a, self.s_syn):
@@ -168,131 +156,19 @@ class MKDModule(SegmentationMethod):
             self._step(gen["loss_g"], opts["g_at"], opts["g_ta"])
 
         # 3. train discriminators on real images vs pooled fakes
-        fake_t, fake_a = fake_t.detach(), fake_a.detach()
-        disc = self.discriminator_losses(x_a, x_t, self.pool_t.query(fake_t), self.pool_a.query(fake_a))
-        self._step(disc["loss_d"], opts["d_t"], opts["d_a"])
+        disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, opts)
 
         # 4. train segmentors with mutual distillation; this step is the one counted in trainer.global_step
-        seg = self.segmentor_losses(fake_t, y_a, x_t, y_t)
+        seg = self.segmentor_losses(fake_t.detach(), y_a, x_t, y_t)
         self._step(seg["loss_seg"], opts["s_syn"], opts["s_real"], count_last=True)
 
-        losses = {**gen, **disc, **seg}
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True, on_epoch=False, batch_size=x_t.shape[0])
+        self.log_losses({**gen, **disc, **seg}, batch)
 
     def generator_losses(self, x_a, y_a, x_t, fake_t, rec_a, fake_a, rec_t) -> dict[str, torch.Tensor]:
-        """G_at: adv_t + lambda_cyc * cyc + lambda_sup_gen * CE+Dice(S_syn(fake_t), y_a); G_ta: adv_a + lambda_cyc * cyc.
-
-        The sum serves both generators: each term depends on one generator only (or both, for the
-        shared cycle term), so one backward gives each generator exactly its own objective's gradient.
-        """
-        hp = self.hparams
-        loss_adv_t = self.gan_loss(self.d_t(fake_t), True)
-        loss_adv_a = self.gan_loss(self.d_a(fake_a), True)
-        loss_cyc = cycle_loss(rec_a, x_a) + cycle_loss(rec_t, x_t)
+        """G_at: adv_t + lambda_cyc * cyc + lambda_sup_gen * CE+Dice(S_syn(fake_t), y_a); G_ta: adv_a + lambda_cyc * cyc
+        (:meth:`CycleGANMethod.cyclegan_losses` plus S_syn's supervised term; S_syn frozen by the caller)."""
+        gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
         loss_sup = supervised_loss(self.s_syn(fake_t), y_a)
-        loss_g = loss_adv_t + loss_adv_a + hp.lambda_cyc * loss_cyc + hp.lambda_sup_gen * loss_sup
-        return {"loss_g": loss_g, "loss_g_adv_t": loss_adv_t, "loss_g_adv_a": loss_adv_a, "loss_cyc": loss_cyc, "loss_g_sup_syn": loss_sup}
-
-    def discriminator_losses(self, x_a, x_t, pooled_fake_t, pooled_fake_a) -> dict[str, torch.Tensor]:
-        """Least-squares (or log) real/fake losses of D_t and D_a, each halved as in CycleGAN."""
-        loss_d_t = 0.5 * (self.gan_loss(self.d_t(x_t), True) + self.gan_loss(self.d_t(pooled_fake_t), False))
-        loss_d_a = 0.5 * (self.gan_loss(self.d_a(x_a), True) + self.gan_loss(self.d_a(pooled_fake_a), False))
-        return {"loss_d": loss_d_t + loss_d_a, "loss_d_t": loss_d_t, "loss_d_a": loss_d_a}
-
-    def segmentor_losses(self, fake_t, y_a, x_t, y_t) -> dict[str, torch.Tensor]:
-        """L_seg^real = sup(S_real(x_t), y_t) + lambda_kd_real * H(S_syn(fake_t), S_real(fake_t));
-        L_seg^syn = sup(S_syn(fake_t), y_a) + lambda_kd_syn * H(S_real(x_t), S_syn(x_t)); teachers detached.
-
-        ``fake_t`` must be detached: the segmentor step does not train the generator.
-        """
-        hp = self.hparams
-        logits_syn_fake = self.s_syn(fake_t)
-        logits_real_fake = self.s_real(fake_t)
-        logits_real_t = self.s_real(x_t)
-        logits_syn_t = self.s_syn(x_t)
-        real_sup = supervised_loss(logits_real_t, y_t)
-        kd_syn2real = distillation_loss(logits_syn_fake, logits_real_fake, hp.kd_temperature)
-        syn_sup = supervised_loss(logits_syn_fake, y_a)
-        kd_real2syn = distillation_loss(logits_real_t, logits_syn_t, hp.kd_temperature)
-        loss_real = real_sup + hp.lambda_kd_real * kd_syn2real
-        loss_syn = syn_sup + hp.lambda_kd_syn * kd_real2syn
-        return {
-            "loss_seg": loss_real + loss_syn,
-            "loss_seg_real": loss_real, "loss_seg_real_sup": real_sup, "loss_kd_syn2real": kd_syn2real,
-            "loss_seg_syn": loss_syn, "loss_seg_syn_sup": syn_sup, "loss_kd_real2syn": kd_real2syn,
-        }
-
-    def _step(self, loss: torch.Tensor, *optimizers, count_last: bool = False) -> None:
-        """zero_grad, one backward of ``loss`` and a step of each optimizer (networks with disjoint parameters).
-
-        One *phase* of the iteration. Under 16-bit mixed precision the phase has a loss scale of its own
-        (:class:`~mkdseg.methods.training_state.PhaseLossScaling`): an optimizer whose gradients overflowed
-        skips its step (counted in ``train/amp_skipped/<phase>``) and the scale is updated once per phase.
-        ``count_last``: this phase ends the iteration, which advances ``trainer.global_step`` by one.
-        """
-        scaling = loss_scaling(self)
-        phase = phase_name(self, optimizers)
-        scaler = scaling.scaler(phase)
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        self.manual_backward(scaler.scale(loss))
-        for opt in optimizers:
-            with uncounted(opt):
-                scaler.step(opt)  # unscales; steps only if this optimizer's gradients are finite
-        scaling.update(phase)
-        if scaling.enabled:
-            self.log(f"train/amp_scale/{phase}", scaler.get_scale(), on_step=True, on_epoch=False, batch_size=1)
-            self.log(f"train/amp_skipped/{phase}", float(scaling.skipped[phase]), on_step=True, on_epoch=False, batch_size=1)
-        if count_last:
-            count_iteration(optimizers[-1])
-
-    def on_train_epoch_end(self) -> None:
-        self.step_epoch_schedulers()  # segmentor LR x0.9 every 2 epochs
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        adam = torch.optim.Adam
-        optimizers = [
-            adam(self.g_at.parameters(), lr=hp.lr_gen, betas=tuple(hp.gan_betas)),
-            adam(self.g_ta.parameters(), lr=hp.lr_gen, betas=tuple(hp.gan_betas)),
-            adam(self.d_t.parameters(), lr=hp.lr_disc, betas=tuple(hp.gan_betas)),
-            adam(self.d_a.parameters(), lr=hp.lr_disc, betas=tuple(hp.gan_betas)),
-            adam(self.s_syn.parameters(), lr=hp.lr_seg, betas=tuple(hp.seg_betas)),
-            adam(self.s_real.parameters(), lr=hp.lr_seg, betas=tuple(hp.seg_betas)),
-        ]
-        schedulers = [
-            torch.optim.lr_scheduler.StepLR(opt, step_size=hp.seg_lr_decay_epochs, gamma=hp.seg_lr_decay)
-            for opt in optimizers[4:]
-        ]
-        return optimizers, schedulers
-
-    # -- checkpoints: the pools are training state too (one pair per rank under DDP) ----------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        save_image_pools(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        load_image_pools(self, checkpoint)
-
-
-def _check_options(options: dict) -> None:
-    for name in ("lambda_cyc", "lambda_sup_gen", "lambda_kd_real", "lambda_kd_syn"):
-        if options[name] < 0:
-            raise ValueError(f"model.{name} must be >= 0, got {options[name]}")
-    for name in ("kd_temperature", "lr_gen", "lr_disc", "lr_seg"):
-        if options[name] <= 0:
-            raise ValueError(f"model.{name} must be > 0, got {options[name]}")
-    if not 0 < options["seg_lr_decay"] <= 1:
-        raise ValueError(f"model.seg_lr_decay must be in (0, 1], got {options['seg_lr_decay']}")
-    if options["seg_lr_decay_epochs"] < 1:
-        raise ValueError(f"model.seg_lr_decay_epochs must be >= 1, got {options['seg_lr_decay_epochs']}")
-
-
-def _check_image_size(image_size: int, *divisors: int) -> None:
-    for d in divisors:
-        if image_size < d or image_size % d:
-            raise ValueError(
-                f"image_size={image_size} cannot be taken by the networks: it must be a multiple of {max(divisors)} "
-                "(generator down-sampling and segmentor strides); set data.image_size accordingly"
-            )
+        gen["loss_g"] = gen["loss_g"] + self.hparams.lambda_sup_gen * loss_sup
+        gen["loss_g_sup_syn"] = loss_sup
+        return gen

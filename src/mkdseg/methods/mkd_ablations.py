@@ -7,21 +7,18 @@ from collections.abc import Sequence
 
 import torch
 
-from mkdseg.methods.base import SegmentationMethod
-from mkdseg.methods.mkd import MKDModule, _check_image_size
+from mkdseg.methods.manual import ManualMethod, check_image_size
+from mkdseg.methods.mkd import MutualDistillation
 from mkdseg.methods.shared import check_segmentor_options, make_segmentor, segmentor_optimizer, segmentor_scheduler
 
 
-class MKDNoAlignment(MKDModule):
+class MKDNoAlignment(MutualDistillation, ManualMethod):
     """MKD without the image alignment module: no generators or discriminators, ``fake_t = x_a``.
 
     S_syn is trained on the raw assistant images; the two distillation terms are MKD's
-    (:meth:`MKDModule.segmentor_losses` with ``fake_t = x_a``): S_syn teaches S_real on assistant
-    images, S_real teaches S_syn on target images. One iteration is MKD's segmentor update alone; the
-    ensemble of S_syn and S_real segments at test time.
-
-    Only the segmentor options of :class:`MKDModule` apply (MKD's ``__init__``, which builds the
-    CycleGAN, is skipped).
+    (:func:`mkdseg.methods.mkd.mutual_distillation_losses` with ``fake_t = x_a``): S_syn teaches S_real
+    on assistant images, S_real teaches S_syn on target images. One iteration is MKD's segmentor update
+    alone; the ensemble of S_syn and S_real segments at test time. The options are MKD's segmentor options.
 
     Example:
         >>> m = MKDNoAlignment(image_size=32, seg_channels=(4, 8), seg_strides=(2,))
@@ -46,7 +43,7 @@ class MKDNoAlignment(MKDModule):
         seg_lr_decay_epochs: int = 2,
         eval_batch_size: int = 16,
     ):
-        super(MKDModule, self).__init__(image_size, data_spec, eval_batch_size)  # SegmentationMethod's
+        super().__init__(image_size, data_spec, eval_batch_size)
         check_segmentor_options(locals())
         for name in ("lambda_kd_real", "lambda_kd_syn"):
             if locals()[name] < 0:
@@ -56,22 +53,14 @@ class MKDNoAlignment(MKDModule):
         self.save_hyperparameters()
         self.s_syn = make_segmentor(self.hparams, self.num_classes)
         self.s_real = make_segmentor(self.hparams, self.num_classes)
-        _check_image_size(image_size, self.s_syn.size_divisor)
-        self.automatic_optimization = False
+        check_image_size(image_size, self.s_syn.size_divisor)
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         s_syn_opt, s_real_opt = self.optimizers()
-        seg = self.segmentor_losses(batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"])
+        seg = self.segmentor_losses(batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"])  # fake_t = x_a
         self._step(seg["loss_seg"], s_syn_opt, s_real_opt, count_last=True)
-        self.log_dict({f"train/{k}": v.detach() for k, v in seg.items()}, on_step=True, on_epoch=False, batch_size=batch["x_t"].shape[0])
+        self.log_losses(seg, batch)
 
     def configure_optimizers(self):
         optimizers = [segmentor_optimizer(self.hparams, self.s_syn.parameters()), segmentor_optimizer(self.hparams, self.s_real.parameters())]
         return optimizers, [segmentor_scheduler(self.hparams, opt) for opt in optimizers]
-
-    # no image pools: the checkpoint hooks are SegmentationMethod's, not MKD's
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        SegmentationMethod.on_save_checkpoint(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        SegmentationMethod.on_load_checkpoint(self, checkpoint)

@@ -8,7 +8,7 @@
   ensembled at test time without distillation: the control showing that MKD's gain is not just
   ensembling.
 
-The CycleGAN (networks, losses, pools, discriminator update) is MKD's; see :mod:`mkdseg.methods.shared`.
+The CycleGAN (networks, losses, pools, discriminator update, optimizers) is MKD's: :mod:`mkdseg.methods.cyclegan`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from mkdseg.losses import supervised_loss
-from mkdseg.methods.shared import TranslationMethod, frozen, make_segmentor
+from mkdseg.methods.cyclegan import CycleGANMethod
+from mkdseg.methods.manual import frozen
+from mkdseg.methods.shared import make_segmentor
 
 
-class OfflineTranslation(TranslationMethod):
+class OfflineTranslation(CycleGANMethod):
     """Jiang et al. (2018): two stages, switched by ``trainer.global_step``.
 
     1. ``global_step < translation_steps``: CycleGAN iterations (G_at, G_ta, then D_t, D_a; the
@@ -31,7 +33,7 @@ class OfflineTranslation(TranslationMethod):
 
     Args:
         translation_steps: iterations of the first stage (>= 0).
-        **kwargs: network and optimizer options of :class:`TranslationMethod` (MKD's).
+        **kwargs: network and optimizer options of :class:`~mkdseg.methods.cyclegan.CycleGANMethod` (MKD's).
 
     Example:
         >>> m = OfflineTranslation(image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4, seg_channels=(4, 8), seg_strides=(2,))
@@ -81,7 +83,7 @@ class OfflineTranslation(TranslationMethod):
             super().on_train_epoch_end()
 
 
-class OnlineTranslation(TranslationMethod):
+class OnlineTranslation(CycleGANMethod):
     """Zhang et al. (2018b), "Translating and segmenting multimodal medical volumes with cycle- and
     shape-consistency GAN", trained online. One iteration:
 
@@ -98,7 +100,7 @@ class OnlineTranslation(TranslationMethod):
 
     Args:
         lambda_shape: weight of the shape-consistency term in the generators' objective (Zhang et al.: 1).
-        **kwargs: network and optimizer options of :class:`TranslationMethod` (MKD's).
+        **kwargs: network and optimizer options of :class:`~mkdseg.methods.cyclegan.CycleGANMethod` (MKD's).
     """
 
     #: number of target segmentors (the ensemble variant sets 2)

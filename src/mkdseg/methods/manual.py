@@ -1,0 +1,110 @@
+"""What every manually optimised method shares: several optimizers stepped by hand, one *phase* at a time.
+
+An iteration is a sequence of phases (MKD: generators, discriminators, segmentors), each one backward
+of its loss and a step of its optimizers (:meth:`ManualMethod._step`). ``trainer.global_step`` counts
+iterations, not optimizer steps: every step is taken :func:`uncounted` and the phase that ends the
+iteration counts it once (:func:`count_iteration`), so ``max_steps`` and every step-based interval
+count iterations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch import nn
+
+from mkdseg.methods.base import SegmentationMethod
+from mkdseg.methods.training_state import loss_scaling, phase_name
+
+
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of ``modules`` take no gradient inside the block (restored afterwards)."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def uncounted(optimizer) -> Iterator[None]:
+    """Step ``optimizer`` without advancing ``trainer.global_step``.
+
+    Lightning counts every optimizer step, six per MKD iteration; ``max_steps``, checkpoint intervals
+    and step-based schedules must count iterations: every step is taken uncounted and each iteration
+    is counted once by :func:`count_iteration`.
+    """
+    if not isinstance(optimizer, LightningOptimizer):
+        yield
+        return
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = lambda: None
+    try:
+        yield
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+def count_iteration(optimizer) -> None:
+    """Advance ``trainer.global_step`` by one, as one counted step of ``optimizer`` would (whether or
+    not a mixed-precision overflow made the scaler skip the actual steps)."""
+    if isinstance(optimizer, LightningOptimizer):
+        optimizer._on_before_step()
+        optimizer._on_after_step()
+
+
+def check_image_size(image_size: int, *divisors: int) -> None:
+    """``ValueError`` naming ``data.image_size`` unless every network (``divisors``) can take it."""
+    for d in divisors:
+        if image_size < d or image_size % d:
+            raise ValueError(
+                f"image_size={image_size} cannot be taken by the networks: it must be a multiple of {max(divisors)} "
+                "(generator down-sampling and segmentor strides); set data.image_size accordingly"
+            )
+
+
+class ManualMethod(SegmentationMethod):
+    """Base of the methods that step their optimizers by hand (see the module docstring)."""
+
+    def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
+        super().__init__(image_size, data_spec, eval_batch_size)
+        self.automatic_optimization = False
+
+    def _step(self, loss: torch.Tensor, *optimizers, count_last: bool = False) -> None:
+        """zero_grad, one backward of ``loss`` and a step of each optimizer (networks with disjoint parameters).
+
+        One *phase* of the iteration. Under 16-bit mixed precision the phase has a loss scale of its own
+        (:class:`~mkdseg.methods.training_state.PhaseLossScaling`): an optimizer whose gradients overflowed
+        skips its step (counted in ``train/amp_skipped/<phase>``) and the scale is updated once per phase.
+        ``count_last``: this phase ends the iteration, which advances ``trainer.global_step`` by one.
+        """
+        scaling = loss_scaling(self)
+        phase = phase_name(self, optimizers)
+        scaler = scaling.scaler(phase)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(scaler.scale(loss))
+        for opt in optimizers:
+            with uncounted(opt):
+                scaler.step(opt)  # unscales; steps only if this optimizer's gradients are finite
+        scaling.update(phase)
+        if scaling.enabled:
+            self.log(f"train/amp_scale/{phase}", scaler.get_scale(), on_step=True, on_epoch=False, batch_size=1)
+            self.log(f"train/amp_skipped/{phase}", float(scaling.skipped[phase]), on_step=True, on_epoch=False, batch_size=1)
+        if count_last:
+            count_iteration(optimizers[-1])
+
+    def on_train_epoch_end(self) -> None:
+        self.step_epoch_schedulers()  # the segmentors' LR decay
+
+    def log_losses(self, losses: dict[str, torch.Tensor], batch: dict) -> None:
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True, on_epoch=False,
+                      batch_size=batch["x_t"].shape[0])
