@@ -191,3 +191,23 @@ def test_default_model_is_the_paper_configuration():
 def test_bad_model_options_fail_naming_the_option(option, value, message):
     with pytest.raises(ValueError, match=message):
         make_model(**{option: value})
+
+
+def test_the_iteration_counting_adapter_still_fits_lightning(phantom_root):
+    """mkdseg.methods.manual counts one iteration as one global_step by switching LightningOptimizer's
+    step hooks off (uncounted) and calling them once (count_iteration): Lightning has no public way.
+    If a Lightning upgrade renames or changes those hooks, this fails and says which version broke it."""
+    import lightning
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    version = lightning.__version__
+    for hook in ("_on_before_step", "_on_after_step"):
+        assert callable(getattr(LightningOptimizer(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)), hook, None)), (
+            f"lightning {version}: LightningOptimizer.{hook} is gone; rewrite mkdseg.methods.manual.uncounted/count_iteration")
+    model, dm = make_model(), make_datamodule(phantom_root)
+    trainer = quiet_trainer(max_steps=3)
+    trainer.fit(model, datamodule=dm)
+    steps = [opt.state[next(iter(opt.state))]["step"].item() for opt in trainer.optimizers]
+    assert trainer.global_step == 3 and steps == [3.0] * 6, (
+        f"lightning {version}: 3 iterations of 6 optimizer steps each gave global_step {trainer.global_step}; "
+        "the iteration-counting adapter in mkdseg.methods.manual no longer matches Lightning")
