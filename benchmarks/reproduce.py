@@ -328,9 +328,7 @@ def run_one(spec: RunSpec) -> dict:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_s = time.perf_counter() - start
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the final weights
-    summary = cli.model.last_summary
-    if not summary or summary.get("stage") != "test":
-        raise RuntimeError("the test produced no summary")
+    summary = cli.model.evaluation_summary("test")
     result = {
         "config": spec.config_name,
         "key": spec.key,

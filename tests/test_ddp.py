@@ -65,7 +65,7 @@ class RankProbe(L.Callback):
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
-            rows = pl_module.last_summary["rows"]
+            rows = pl_module.evaluation_summary("val")["rows"]
             self.record["val"].append({
                 "dice_ens": float(trainer.callback_metrics["val/dice_ens"]),
                 "subjects": sorted({r["subject"] for r in rows}),

@@ -88,8 +88,8 @@ def test_each_update_changes_only_its_networks_and_global_step_counts_iterations
     else:
         original_step = cls._step
 
-        def recording_step(self, loss, *optimizers, count_last=False):
-            original_step(self, loss, *optimizers, count_last=count_last)
+        def recording_step(self, loss, *networks, count_last=False):
+            original_step(self, loss, *networks, count_last=count_last)
             states.append(snapshot(self))
             gradients.append(grads(self))
 
@@ -299,7 +299,7 @@ def test_fit_and_test_through_the_cli(name, tmp_path, phantom_root):
     assert cli.model.primary_predictor == primary
     assert "val/dice" in cli.trainer.callback_metrics
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
-    summary = cli.model.last_summary
+    summary = cli.model.evaluation_summary("test")
     assert summary["stage"] == "test" and primary in summary["dice"]
     assert 0 <= summary["dice"][primary]["mean"]["mean"] <= 1
     assert (Path(cli.trainer.log_dir) / "summary.json").exists()

@@ -61,8 +61,8 @@ def test_each_phase_touches_only_its_own_networks(phantom_root, monkeypatch):
     syn_grads_after_generator_phase = []
     original_step = MKDModule._step
 
-    def recording_step(self, loss, *optimizers, count_last=False):
-        original_step(self, loss, *optimizers, count_last=count_last)
+    def recording_step(self, loss, *networks, count_last=False):
+        original_step(self, loss, *networks, count_last=count_last)
         if len(states) == 1:
             syn_grads_after_generator_phase.extend(p.grad for p in self.s_syn.parameters())
         states.append(snapshot(self))

@@ -35,8 +35,9 @@ class DiceTableCallback(L.Callback):
 
     @rank_zero_only
     def _log(self, trainer: L.Trainer, pl_module, stage: str, out_dir: Path) -> None:
-        summary = getattr(pl_module, "last_summary", None)
-        if not summary or summary.get("stage") != stage:
+        try:
+            summary = pl_module.evaluation_summary(stage)
+        except (AttributeError, LookupError):  # not an mkdseg method, or nothing evaluated
             return
         table = format_table(summary["dice"])
         atomic_write_text(out_dir / f"dice_{stage}.md", table + "\n")

@@ -45,7 +45,7 @@ class SegmentationMethod(L.LightningModule):
         self.spec = DataSpec.from_dict(data_spec)
         self.image_size, self.num_classes, self.eval_batch_size = image_size, self.spec.num_classes, eval_batch_size
         self._eval_rows: list[dict] = []
-        self.last_summary: dict | None = None
+        self._summaries: dict[str, dict] = {}  # stage -> its latest evaluation (see evaluation_summary)
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -115,8 +115,16 @@ class SegmentationMethod(L.LightningModule):
         primary = summary.get(self.primary_predictor, {}).get("mean", {}).get("mean", float("nan"))
         if not math.isnan(primary):
             self.log(f"{stage}/dice", primary, prog_bar=True)
-        self.last_summary = {"stage": stage, "rows": rows, "dice": summary}
-        return self.last_summary
+        self._summaries[stage] = {"stage": stage, "rows": rows, "dice": summary}
+        return self._summaries[stage]
+
+    def evaluation_summary(self, stage: str) -> dict:
+        """The latest evaluation of ``stage`` (``"val"`` or ``"test"``): ``{"stage", "rows": per volume,
+        structure and predictor, "dice": summarize(rows)}`` (and ``"assd"`` after a test). What callbacks,
+        the demo and the benchmark harness report; ``LookupError`` if ``stage`` has not been evaluated."""
+        if stage not in self._summaries:
+            raise LookupError(f"no {stage} evaluation has run on this {type(self).__name__}")
+        return self._summaries[stage]
 
     def on_validation_epoch_end(self) -> None:
         self._log_summary("val")

@@ -91,7 +91,7 @@ class CycleGANMethod(ManualMethod):
         raise NotImplementedError
 
     @property
-    def network_names(self) -> tuple[str, ...]:
+    def network_names(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.TRANSLATOR + self.segmentor_names()
 
     def configure_model(self) -> None:
@@ -128,16 +128,13 @@ class CycleGANMethod(ManualMethod):
         loss_d_a = 0.5 * (self.gan_loss(self.d_a(x_a), True) + self.gan_loss(self.d_a(pooled_fake_a), False))
         return {"loss_d": loss_d_t + loss_d_a, "loss_d_t": loss_d_t, "loss_d_a": loss_d_a}
 
-    def discriminator_phase(self, x_a, x_t, fake_t, fake_a, optimizers: dict, count: bool = False) -> dict[str, torch.Tensor]:
+    def discriminator_phase(self, x_a, x_t, fake_t, fake_a, count: bool = False) -> dict[str, torch.Tensor]:
         """Update D_t and D_a on real images vs pooled (detached) fakes."""
         disc = self.discriminator_losses(x_a, x_t, self.pool_t.query(fake_t.detach()), self.pool_a.query(fake_a.detach()))
-        self._step(disc["loss_d"], optimizers["d_t"], optimizers["d_a"], count_last=count)
+        self._step(disc["loss_d"], "d_t", "d_a", count_last=count)
         return disc
 
     # -- optimisation --------------------------------------------------------------------------
-    def named_optimizers(self) -> dict:
-        return dict(zip(self.network_names, self.optimizers()))
-
     def configure_optimizers(self):
         hp = self.hparams
         adam = torch.optim.Adam

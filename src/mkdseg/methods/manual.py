@@ -17,7 +17,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
 from mkdseg.methods.base import SegmentationMethod
-from mkdseg.methods.training_state import loss_scaling, phase_name
+from mkdseg.methods.training_state import loss_scaling
 
 
 @contextmanager
@@ -78,16 +78,26 @@ class ManualMethod(SegmentationMethod):
         super().__init__(image_size, data_spec, eval_batch_size)
         self.automatic_optimization = False
 
-    def _step(self, loss: torch.Tensor, *optimizers, count_last: bool = False) -> None:
-        """zero_grad, one backward of ``loss`` and a step of each optimizer (networks with disjoint parameters).
+    #: the networks' attribute names, one optimizer each, in optimizer order
+    network_names: tuple[str, ...] = ()
 
-        One *phase* of the iteration. Under 16-bit mixed precision the phase has a loss scale of its own
-        (:class:`~mkdseg.methods.training_state.PhaseLossScaling`): an optimizer whose gradients overflowed
-        skips its step (counted in ``train/amp_skipped/<phase>``) and the scale is updated once per phase.
-        ``count_last``: this phase ends the iteration, which advances ``trainer.global_step`` by one.
+    def named_optimizers(self) -> dict:
+        return dict(zip(self.network_names, self.optimizers()))
+
+    def _step(self, loss: torch.Tensor, *networks: str, count_last: bool = False) -> None:
+        """zero_grad, one backward of ``loss`` and a step of the optimizer of each of ``networks``
+        (attribute names of networks with disjoint parameters, e.g. ``"g_at", "g_ta"``).
+
+        One *phase* of the iteration, named ``"g_at+g_ta"``. Under 16-bit mixed precision the phase has a
+        loss scale of its own (:class:`~mkdseg.methods.training_state.PhaseLossScaling`): an optimizer whose
+        gradients overflowed skips its step (counted in ``train/amp_skipped/<phase>``) and the scale is
+        updated once per phase. ``count_last``: this phase ends the iteration, which advances
+        ``trainer.global_step`` by one.
         """
+        named = self.named_optimizers()
+        optimizers = [named[n] for n in networks]
         scaling = loss_scaling(self)
-        phase = phase_name(self, optimizers)
+        phase = "+".join(networks)
         scaler = scaling.scaler(phase)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)

@@ -145,22 +145,20 @@ class MKDModule(MutualDistillation, CycleGANMethod):
     # -- training: Algorithm 1 -----------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
-        opts = self.named_optimizers()
-
         # 1. translate both ways
         fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
 
         # 2. train generators (discriminators and S_syn held fixed)
         with frozen(self.d_t, self.d_a, self.s_syn):
             gen = self.generator_losses(x_a, y_a, x_t, fake_t, rec_a, fake_a, rec_t)
-            self._step(gen["loss_g"], opts["g_at"], opts["g_ta"])
+            self._step(gen["loss_g"], "g_at", "g_ta")
 
         # 3. train discriminators on real images vs pooled fakes
-        disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, opts)
+        disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a)
 
         # 4. train segmentors with mutual distillation; this step is the one counted in trainer.global_step
         seg = self.segmentor_losses(fake_t.detach(), y_a, x_t, y_t)
-        self._step(seg["loss_seg"], opts["s_syn"], opts["s_real"], count_last=True)
+        self._step(seg["loss_seg"], "s_syn", "s_real", count_last=True)
 
         self.log_losses({**gen, **disc, **seg}, batch)
 

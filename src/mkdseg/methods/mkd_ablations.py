@@ -55,10 +55,11 @@ class MKDNoAlignment(MutualDistillation, ManualMethod):
         self.s_real = make_segmentor(self.hparams, self.num_classes)
         check_image_size(image_size, self.s_syn.size_divisor)
 
+    network_names = ("s_syn", "s_real")
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        s_syn_opt, s_real_opt = self.optimizers()
         seg = self.segmentor_losses(batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"])  # fake_t = x_a
-        self._step(seg["loss_seg"], s_syn_opt, s_real_opt, count_last=True)
+        self._step(seg["loss_seg"], "s_syn", "s_real", count_last=True)
         self.log_losses(seg, batch)
 
     def configure_optimizers(self):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -191,26 +190,6 @@ def resume_training_state(module) -> None:
     if states:
         set_rng_state(pick_rank(states))
     module._pending_rng_states = None
-
-
-def phase_name(module: torch.nn.Module, optimizers: Sequence) -> str:
-    """``"g_at+g_ta"``: the child networks whose parameters the optimizers hold (``opt<i>`` if none)."""
-    cache = getattr(module, "_phase_names", None)
-    if cache is None:
-        cache = module._phase_names = {}
-    key = tuple(id(opt) for opt in optimizers)
-    if key not in cache:
-        cache[key] = _phase_name(module, optimizers)
-    return cache[key]
-
-
-def _phase_name(module: torch.nn.Module, optimizers: Sequence) -> str:
-    children = {name: {id(p) for p in child.parameters()} for name, child in module.named_children()}
-    names = []
-    for i, opt in enumerate(optimizers):
-        ids = {id(p) for group in opt.param_groups for p in group["params"]}
-        names.append(next((n for n, owned in children.items() if owned and owned == ids), f"opt{i}"))
-    return "+".join(names)
 
 
 def save_image_pools(module, checkpoint: dict) -> None:

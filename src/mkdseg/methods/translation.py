@@ -61,13 +61,12 @@ class OfflineTranslation(CycleGANMethod):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
-        opts = self.named_optimizers()
         if self.translating:
             fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
             with frozen(self.d_t, self.d_a):
                 gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
-                self._step(gen["loss_g"], opts["g_at"], opts["g_ta"])
-            disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, opts, count=True)
+                self._step(gen["loss_g"], "g_at", "g_ta")
+            disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, count=True)
             self.log_losses({**gen, **disc}, batch)
             return
         with torch.no_grad():
@@ -75,7 +74,7 @@ class OfflineTranslation(CycleGANMethod):
         loss_syn = supervised_loss(self.seg(fake_t), y_a)
         loss_real = supervised_loss(self.seg(x_t), y_t)
         loss = loss_syn + loss_real
-        self._step(loss, opts["seg"], count_last=True)
+        self._step(loss, "seg", count_last=True)
         self.log_losses({"loss_seg": loss, "loss_seg_syn": loss_syn, "loss_seg_real": loss_real}, batch)
 
     def on_train_epoch_end(self) -> None:
@@ -132,7 +131,6 @@ class OnlineTranslation(CycleGANMethod):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
-        opts = self.named_optimizers()
         fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
 
         # generators, with discriminators and segmentors held fixed
@@ -140,12 +138,12 @@ class OnlineTranslation(CycleGANMethod):
             gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
             gen.update(self.shape_losses(fake_t, y_a, fake_a, y_t))
             gen["loss_g"] = gen["loss_g"] + self.hparams.lambda_shape * gen["loss_g_shape"]
-            self._step(gen["loss_g"], opts["g_at"], opts["g_ta"])
+            self._step(gen["loss_g"], "g_at", "g_ta")
 
-        disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, opts)
+        disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a)
 
         seg = self.segmentor_losses(fake_t.detach(), y_a, x_t, y_t, x_a, fake_a.detach())
-        self._step(seg["loss_seg"], *(opts[n] for n in self.segmentor_names()), count_last=True)
+        self._step(seg["loss_seg"], *self.segmentor_names(), count_last=True)
         self.log_losses({**gen, **disc, **seg}, batch)
 
     def shape_losses(self, fake_t, y_a, fake_a, y_t) -> dict[str, torch.Tensor]:
