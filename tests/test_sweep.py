@@ -4,12 +4,13 @@ offline runner (``mkdseg sweep``). Under DDP, rank 0 alone creates the W&B run: 
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import yaml
 
 from mkdseg.cli import VERBS, build_cli, main
-from mkdseg.sweep import load_sweep, proposals, read_offline_run, run_command, sweep_problems
+from mkdseg.sweep import load_sweep, proposals, run_command, sweep_problems
 
 from conftest import REPO
 from test_cli import tiny_config
@@ -100,9 +101,12 @@ def test_offline_sweep_run_logs_val_dice_to_an_offline_wandb_run(tmp_path, phant
     (row,) = list(csv.DictReader((out / "results.csv").open()))
     assert row["status"] == "ok" and float(row["model.lambda_kd_real"]) == 0.25
     assert 0.0 <= float(row["val/dice_ens (last)"]) <= 1.0
-    (run_dir,) = (out / "run000" / "wandb").glob("offline-run-*")  # one offline W&B run
-    run = read_offline_run(run_dir)
-    assert run["history"]["val/dice_ens"] == [pytest.approx(float(row["val/dice_ens (last)"]))]
-    assert run["config"]["lambda_kd_real"] == 0.25 and run["config"]["lambda_kd_syn"] == 0.5  # ${args} reached the model
-    assert run["config"]["gen_filters"] == 4  # the inserted tiny config, not configs/mkd.yaml's 64
+    (wandb_run,) = (out / "run000" / "wandb").glob("offline-run-*")  # one offline W&B run, to `wandb sync`
+    assert list(wandb_run.glob("run-*.wandb")) and row["wandb run"] == str(wandb_run)
+    history = json.loads((out / "run000" / "metrics.json").read_text())
+    assert history["val/dice_ens"] == [pytest.approx(float(row["val/dice_ens (last)"]))]
+    (saved,) = (out / "run000").rglob("config.yaml")  # the run's resolved config, saved by LightningCLI
+    model = yaml.safe_load(saved.read_text())["model"]["init_args"]
+    assert model["lambda_kd_real"] == 0.25 and model["lambda_kd_syn"] == 0.5  # ${args} reached the model
+    assert model["gen_filters"] == 4  # the inserted tiny config, not configs/mkd.yaml's 64
     assert "val/dice_ens" in (out / "results.md").read_text()

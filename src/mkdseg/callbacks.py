@@ -6,6 +6,7 @@ text and figures, and every logger also gets the files written next to its logs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -49,6 +50,24 @@ class DiceTableCallback(L.Callback):
                 logger.log_table(key=f"{stage}/dice_table", columns=columns, data=rows)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text(f"{stage}/dice_table", table, global_step=trainer.global_step)
+
+
+class MetricHistory(L.Callback):
+    """Writes every validation's ``val/*`` metrics to ``path`` as JSON, ``{metric: [value per validation]}``:
+    what ``mkdseg sweep`` reads back from each run, whatever the logger (W&B keeps its history in a binary
+    run file with no public offline reader)."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.history: dict[str, list[float]] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/"):
+                self.history.setdefault(key, []).append(float(value))
+        atomic_write_text(self.path, json.dumps(self.history, indent=1))
 
 
 class SampleImagesCallback(L.Callback):

@@ -30,10 +30,8 @@ import json
 import math
 import os
 import random
-import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -201,56 +199,6 @@ def run_command(config: dict, params: dict, extra: list[str], args_json_file: Pa
     return command
 
 
-# -- offline W&B runs ----------------------------------------------------------------------------
-def wandb_records(path: str | Path) -> Iterator:
-    """The protobuf records of an offline W&B run file (``run-<id>.wandb``: LevelDB-style log blocks)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = Path(path).read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path}: not a W&B run file")
-    block, pos, pending = 32768, 7, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0:  # padding
-            continue
-        if kind in (2, 3):  # first, middle
-            pending += chunk
-            continue
-        chunk, pending = pending + chunk, b""  # full (1) or last (4)
-        record = pb.Record()
-        record.ParseFromString(chunk)
-        yield record
-
-
-def _key(item) -> str:
-    return item.key or "/".join(item.nested_key)
-
-
-def read_offline_run(run_dir: str | Path) -> dict:
-    """``{"history": {key: [values]}, "summary": {key: value}, "config": {key: value}}`` of an offline run."""
-    (run_file,) = Path(run_dir).glob("run-*.wandb")
-    history: dict[str, list] = {}
-    summary: dict = {}
-    config: dict = {}
-    for record in wandb_records(run_file):
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            for item in record.history.item:
-                history.setdefault(_key(item), []).append(json.loads(item.value_json))
-        elif kind == "summary":
-            summary.update({_key(item): json.loads(item.value_json) for item in record.summary.update})
-        elif kind == "config":
-            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
-    for key, values in history.items():
-        summary.setdefault(key, values[-1])
-    return {"history": history, "summary": summary, "config": config}
-
-
 # -- the runner ----------------------------------------------------------------------------------
 def _logger_config(run_dir: Path, run_name: str, config: dict) -> dict:
     return {"trainer": {
@@ -275,7 +223,10 @@ def run_sweep(config: dict, extra: list[str], out: Path, max_runs: int | None = 
         run_dir.mkdir(parents=True, exist_ok=True)
         logger_yaml = run_dir / "wandb_offline.yaml"
         logger_yaml.write_text(yaml.safe_dump(_logger_config(run_dir, name, config)))
-        command = run_command(config, params, [*extra, "--config", str(logger_yaml)], run_dir / "args.json")
+        # the metric's history, read back below: W&B keeps it in a binary run file with no public reader
+        history_file = run_dir / "metrics.json"
+        recorder = ["--trainer.callbacks+=mkdseg.callbacks.MetricHistory", f"--trainer.callbacks.path={history_file}"]
+        command = run_command(config, params, [*extra, "--config", str(logger_yaml), *recorder], run_dir / "args.json")
         shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         print(f"[{i + 1}/{len(runs)}] {shown}", flush=True)
         if dry_run:
@@ -288,12 +239,12 @@ def run_sweep(config: dict, extra: list[str], out: Path, max_runs: int | None = 
             rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         row = {"run": name, **params, "status": "ok" if rc == 0 else f"failed ({rc}), see {run_dir / 'fit.log'}"}
         offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+        values = json.loads(history_file.read_text()).get(metric, []) if history_file.exists() else []
+        if values:
+            best = max(values) if config.get("metric", {}).get("goal") == "maximize" else min(values)
+            row.update({f"{metric} (last)": values[-1], f"{metric} (best)": best})
         if offline:
-            values = read_offline_run(offline[-1])["history"].get(metric, [])
-            values = [v for v in values if isinstance(v, (int, float))]
-            if values:
-                best = max(values) if config.get("metric", {}).get("goal") == "maximize" else min(values)
-                row.update({f"{metric} (last)": values[-1], f"{metric} (best)": best, "wandb run": str(offline[-1])})
+            row["wandb run"] = str(offline[-1])  # to upload: wandb sync <this folder>
         print(f"  -> {row['status']}" + (f", {metric} = {row[f'{metric} (last)']:.4f}" if f"{metric} (last)" in row else ""), flush=True)
         results.append(row)
     if not dry_run:
