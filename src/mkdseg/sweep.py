@@ -1,4 +1,4 @@
-"""``mkdseg sweep``: run a W&B sweep file without a W&B server, and read offline W&B runs.
+"""``mkdseg sweep``: run a W&B sweep file without a W&B server.
 
 The sweep files in ``configs/sweeps/`` are ordinary W&B sweep configurations: with a W&B account,
 ``wandb sweep configs/sweeps/lambda_kd.yaml`` and then ``wandb agent <sweep id>`` (from the
@@ -16,7 +16,8 @@ this runner does the agent's work locally::
 
 Each run is the sweep's ``command`` with ``${args}`` expanded exactly as ``wandb agent`` does
 (``--model.lambda_kd_real=0.25 ...``, last, so they override the configs), preceded by the extra
-arguments given here and by a config that logs to an offline ``WandbLogger`` in ``DIR/<run>``.
+arguments given here and by a config that logs to an offline ``WandbLogger`` in ``DIR/<run>``, and a
+:class:`~mkdseg.callbacks.MetricHistory` that writes each validation's metrics to ``DIR/<run>/metrics.json``.
 At the end the runner prints, and writes to ``DIR/results.md`` and ``DIR/results.csv``, the sweep
 metric of every run: its last value (the W&B summary, which a W&B sweep optimises) and its best.
 """
