@@ -17,7 +17,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
 from mkdseg.methods.base import SegmentationMethod
-from mkdseg.methods.training_state import loss_scaling
+from mkdseg.methods.training_state import PhaseLossScaling
 
 
 @contextmanager
@@ -77,6 +77,12 @@ class ManualMethod(SegmentationMethod):
     def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
         super().__init__(image_size, data_spec, eval_batch_size)
         self.automatic_optimization = False
+        self.loss_scaling = PhaseLossScaling()  # one GradScaler per phase under 16-bit mixed precision
+
+    def setup(self, stage: str) -> None:
+        # Lightning's precision plugin would step and update its one scaler at each of the iteration's
+        # optimizer steps; the phases take it over (a no-op without 16-bit mixed precision)
+        self.loss_scaling.adopt(self.trainer)
 
     #: the networks' attribute names, one optimizer each, in optimizer order
     network_names: tuple[str, ...] = ()
@@ -96,7 +102,7 @@ class ManualMethod(SegmentationMethod):
         """
         named = self.named_optimizers()
         optimizers = [named[n] for n in networks]
-        scaling = loss_scaling(self)
+        scaling = self.loss_scaling
         phase = "+".join(networks)
         scaler = scaling.scaler(phase)
         for opt in optimizers:

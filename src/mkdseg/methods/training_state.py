@@ -85,7 +85,7 @@ class PhaseLossScaling:
     """One ``GradScaler`` per optimisation phase; disabled (a pass-through) unless the trainer runs
     16-bit mixed precision with a scaler. Phases are named after the networks their optimizers own.
 
-    Usage in a manual-optimisation step (see ``MKDModule._step``)::
+    Usage in a manual-optimisation step (see ``ManualMethod._step``)::
 
         scaler = scaling.scaler(phase)
         manual_backward(scaler.scale(loss))
@@ -153,22 +153,11 @@ class PhaseLossScaling:
                 self._pending[phase] = scaler_state
 
 
-def loss_scaling(module) -> PhaseLossScaling:
-    """The module's :class:`PhaseLossScaling`, created on first use; adopts the trainer's scaler."""
-    scaling = getattr(module, "_phase_loss_scaling", None)
-    if scaling is None:
-        scaling = module._phase_loss_scaling = PhaseLossScaling()
-    trainer = getattr(module, "_trainer", None)
-    if trainer is not None:
-        scaling.adopt(trainer)
-    return scaling
-
-
 # -- checkpoint hooks (called by SegmentationMethod) ---------------------------------------------
 def save_training_state(module, checkpoint: dict) -> None:
     """Every rank's random streams, and the phase loss scales; a collective call under DDP."""
     checkpoint["rng_states"] = gather_per_rank(rng_state())
-    scaling = getattr(module, "_phase_loss_scaling", None)
+    scaling = getattr(module, "loss_scaling", None)  # manually optimised methods only
     if scaling is not None:
         checkpoint["loss_scaling"] = scaling.state_dict()
 
@@ -176,8 +165,8 @@ def save_training_state(module, checkpoint: dict) -> None:
 def load_training_state(module, checkpoint: dict) -> None:
     """Keep the random streams for :func:`resume_training_state`; restore the loss scales."""
     module._pending_rng_states = checkpoint.get("rng_states")
-    if "loss_scaling" in checkpoint:
-        loss_scaling(module).load_state_dict(checkpoint["loss_scaling"])
+    if "loss_scaling" in checkpoint and getattr(module, "loss_scaling", None) is not None:
+        module.loss_scaling.load_state_dict(checkpoint["loss_scaling"])
 
 
 def resume_training_state(module) -> None:
