@@ -33,18 +33,17 @@ class BatchRecorder(L.Callback):
         self.pairs.append(list(zip(batch["t_index"].tolist(), batch["a_index"].tolist())))
 
 
-def train(phantom_root: Path, max_steps: int, ckpt_dir: Path | None = None, ckpt_path: str | None = None):
+def train(phantom_root: Path, max_steps: int, checkpoint: ModelCheckpoint | None = None, ckpt_path: str | None = None,
+          validate: bool = True):
+    """``max_steps`` iterations of the tiny MKD (validating every 2 unless ``validate=False``), saving with
+    ``checkpoint``, resuming from ``ckpt_path``; returns the model, the trainer and every batch's pairs."""
     L.seed_everything(0)
     model = make_model()
     dm = make_datamodule(phantom_root, batch_size=BATCH, samples_per_epoch=SAMPLES_PER_EPOCH)
     recorder = BatchRecorder()
-    callbacks = [recorder]
-    if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=4, save_top_k=-1, filename="{step}"))
-    trainer = quiet_trainer(
-        max_steps=max_steps, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None,
-        limit_val_batches=1.0, val_check_interval=2, check_val_every_n_epoch=None, deterministic=True,
-    )
+    validation = dict(limit_val_batches=1.0, val_check_interval=2, check_val_every_n_epoch=None) if validate else {}
+    trainer = quiet_trainer(max_steps=max_steps, callbacks=[recorder] + ([checkpoint] if checkpoint else []),
+                            enable_checkpointing=checkpoint is not None, deterministic=True, **validation)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return model, trainer, recorder.pairs
 
@@ -68,7 +67,8 @@ def test_mid_epoch_resume_continues_exactly(phantom_root, tmp_path):
     """8 iterations straight == 4 (stopped in the middle of the second epoch) + resume to 8. Tolerance: 0."""
     straight, trainer_s, pairs_s = train(phantom_root, 8)
 
-    first, trainer_1, pairs_1 = train(phantom_root, 4, ckpt_dir=tmp_path)
+    every_4 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    first, trainer_1, pairs_1 = train(phantom_root, 4, every_4)
     assert (tmp_path / "step=4.ckpt").exists() and trainer_1.global_step == 4
     checkpoint = torch.load(tmp_path / "step=4.ckpt", weights_only=False)
     assert {"rng_states", "image_pools", "optimizer_states", "lr_schedulers", "loops"} <= set(checkpoint)
@@ -84,32 +84,19 @@ def test_mid_epoch_resume_continues_exactly(phantom_root, tmp_path):
     assert_same_training_state(straight, trainer_s, resumed, trainer_r)
 
 
-def train_to_a_stop(phantom_root: Path, max_steps: int, ckpt_dir: Path | None = None, ckpt_path: str | None = None):
-    """Like ``train``, with the checkpoint a finished run leaves: ``last.ckpt`` written when ``max_steps`` stops it."""
-    L.seed_everything(7)
-    model = make_model()
-    dm = make_datamodule(phantom_root, batch_size=BATCH, samples_per_epoch=SAMPLES_PER_EPOCH)
-    recorder = BatchRecorder()
-    callbacks = [recorder]
-    if ckpt_dir is not None:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_on_train_epoch_end=True))
-    trainer = quiet_trainer(max_steps=max_steps, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None,
-                            deterministic=True)
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-    return model, trainer, recorder.pairs
-
-
 @pytest.mark.parametrize(("stop", "until"), [(2, 4), (4, 8)])
 def test_extending_a_finished_run_is_exact(phantom_root, tmp_path, stop, until):
     """"Train N more iterations": a run stopped by max_steps in mid-epoch (2 or 4 of 3-iteration epochs),
     then extended from its last.ckpt, ends bit for bit where a straight run ends: same batches, weights,
     optimizer moments and learning rates (the stopped epoch's schedule step is not taken twice)."""
-    straight, trainer_s, pairs_s = train_to_a_stop(phantom_root, until)
-    _, trainer_1, pairs_1 = train_to_a_stop(phantom_root, stop, ckpt_dir=tmp_path)
+    straight, trainer_s, pairs_s = train(phantom_root, until, validate=False)
+    # the checkpoint a finished run leaves: last.ckpt, written when max_steps stops it
+    last = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_on_train_epoch_end=True)
+    _, trainer_1, pairs_1 = train(phantom_root, stop, last, validate=False)
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == stop
     assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [stop // 3] * 2  # whole epochs only
-    extended, trainer_e, pairs_e = train_to_a_stop(phantom_root, until, ckpt_path=str(tmp_path / "last.ckpt"))
+    extended, trainer_e, pairs_e = train(phantom_root, until, ckpt_path=str(tmp_path / "last.ckpt"), validate=False)
     assert trainer_e.global_step == until
     assert pairs_1 + pairs_e == pairs_s
     assert_same_training_state(straight, trainer_s, extended, trainer_e)
