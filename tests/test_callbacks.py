@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
@@ -64,3 +65,24 @@ def test_wandb_offline_gets_table_and_images_without_account(tmp_path, phantom_r
     assert sorted(row[0] for row in table["data"]) == ["ens", "real", "syn"]
     ens = next(row for row in table["data"] if row[0] == "ens")
     assert float(trainer.callback_metrics["test/dice_ens"]) == pytest.approx(ens[1])  # the table's mean is the logged one
+
+
+def test_samples_come_from_the_stage_just_evaluated(phantom_root):
+    """Validation figures show validation subjects, test figures held-out test subjects (never mixed)."""
+    dm = make_datamodule(phantom_root, n_val=1)
+    dm.setup("fit")
+    for stage, records in (("val", dm.val_records), ("test", dm.test_records)):
+        x_t, y_t, x_a = dm.sample_slices(stage, 3)
+        assert x_t.shape == (3, 1, 32, 32) and y_t.shape == (3, 32, 32) and x_a.shape == (3, 1, 32, 32)
+        first, label = dm.cache.load(records[0])
+        middle = records[0].n_slices // 2 - 1
+        assert torch.equal(x_t[0, 0], torch.from_numpy(first[middle].copy()))
+        assert torch.equal(y_t[0], torch.from_numpy(label[middle].astype("int64")))
+    no_validation = make_datamodule(phantom_root, n_val=0)
+    no_validation.setup("fit")
+    assert no_validation.sample_slices("val", 3) is None  # no validation subjects: no validation figure
+    model = make_model()
+    outputs = model.sample_outputs(x_t, x_a)
+    assert set(outputs["segmentation"]) == {"syn", "real", "ens"} and outputs["segmentation"]["ens"].shape == (3, 32, 32)
+    fake_t, rec_a = outputs["translation"]
+    assert fake_t.shape == rec_a.shape == x_a.shape and model.training  # back in the mode it was in

@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -87,58 +85,36 @@ class SampleImagesCallback(L.Callback):
             return
         self._validations += 1
         if self._validations % self.every_n_validations == 0:
-            self._render(trainer, pl_module, f"val_step{trainer.global_step}", run_dir(trainer), "val_records")
+            self._render(trainer, pl_module, f"val_step{trainer.global_step}", run_dir(trainer), "val")
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
-        self._render(trainer, pl_module, "test", run_dir(trainer), "test_records")
+        self._render(trainer, pl_module, "test", run_dir(trainer), "test")
 
     @rank_zero_only
-    def _render(self, trainer: L.Trainer, pl_module, name: str, out_dir: Path, records: str) -> None:
-        """``records``: the DataModule's validation or test volumes, whichever was just evaluated."""
+    def _render(self, trainer: L.Trainer, pl_module, name: str, out_dir: Path, stage: str) -> None:
+        """Draw the DataModule's samples of ``stage`` (just evaluated) through the method, save and log the figure."""
         dm = trainer.datamodule
-        if dm is None or not getattr(dm, records, None):
+        samples = dm.sample_slices(stage, self.n_samples) if hasattr(dm, "sample_slices") else None
+        if samples is None or not hasattr(pl_module, "sample_outputs"):
             return
         from mkdseg.visualize import sample_figure
         import matplotlib.pyplot as plt
 
-        targets = self._target_samples(dm, getattr(dm, records))
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
-            x_t = torch.stack([t[0] for t in targets]).to(pl_module.device)
-            components = pl_module.predict_components(x_t)
-            segmentation = [
-                (x_t[i, 0].cpu().numpy(), targets[i][1].numpy(), {k: v[i].argmax(0).cpu().numpy() for k, v in components.items()})
-                for i in range(len(targets))
-            ]
-            translation = None
-            if hasattr(pl_module, "g_at") and hasattr(pl_module, "g_ta"):
-                x_a = torch.stack([dm.assistant_train[i][0] for i in self._spread(len(dm.assistant_train))]).to(pl_module.device)
-                fake_t = pl_module.g_at(x_a)
-                rec_a = pl_module.g_ta(fake_t)
-                translation = [(x_a[i, 0].cpu().numpy(), fake_t[i, 0].float().cpu().numpy(), rec_a[i, 0].float().cpu().numpy()) for i in range(len(x_a))]
-        pl_module.train(was_training)
+        x_t, y_t, x_a = samples
+        outputs = pl_module.sample_outputs(x_t, x_a)
+        segmentation = [(x_t[i, 0].numpy(), y_t[i].numpy(), {k: v[i].numpy() for k, v in outputs["segmentation"].items()})
+                        for i in range(len(x_t))]
+        translation = None
+        if "translation" in outputs:
+            fake_t, rec_a = outputs["translation"]
+            translation = [(x_a[i, 0].numpy(), fake_t[i, 0].numpy(), rec_a[i, 0].numpy()) for i in range(len(x_a))]
         fig = sample_figure(translation, segmentation, pl_module.spec.structures, title=f"{type(pl_module).__name__} — {name}")
         path = out_dir / "samples" / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"samples/{name.split('_')[0]}", images=[str(path)], step=trainer.global_step)
+                logger.log_image(key=f"samples/{stage}", images=[str(path)], step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(f"samples/{name.split('_')[0]}", fig, global_step=trainer.global_step)
+                logger.experiment.add_figure(f"samples/{stage}", fig, global_step=trainer.global_step)
         plt.close(fig)
-
-    def _spread(self, n: int) -> list[int]:
-        return np.linspace(0, n - 1, self.n_samples).round().astype(int).tolist()
-
-    def _target_samples(self, dm, records) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Middle slices of the first of ``records`` (labelled target volumes), cycling if there are few."""
-        samples = []
-        for i in range(self.n_samples):
-            record = records[i % len(records)]
-            image, label = dm.cache.load(record)
-            s = record.n_slices // 2 + (i // len(records)) * 2 - 1
-            s = min(max(s, 0), record.n_slices - 1)
-            samples.append((torch.from_numpy(np.array(image[s], dtype=np.float32))[None], torch.from_numpy(np.array(label[s], dtype=np.int64))))
-        return samples

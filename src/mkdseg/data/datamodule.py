@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -216,6 +217,24 @@ class UnpairedSliceDataModule(L.LightningDataModule):
     def samples_per_epoch(self) -> int:
         n = self.hparams.samples_per_epoch
         return n or max(len(self.target_train), len(self.assistant_train))
+
+    def sample_slices(self, stage: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Fixed slices to show after evaluating ``stage`` (``"val"`` or ``"test"``): ``(x_t [n, 1, H, W],
+        y_t [n, H, W], x_a [n, 1, H, W])``, the middle slices of that stage's first target volumes
+        (cycling if there are fewer than ``n``) and ``n`` assistant training slices spread over the set;
+        ``None`` if the stage has no volumes."""
+        records = self.val_records if stage == "val" else self.test_records
+        if not records:
+            return None
+        images, labels = [], []
+        for i in range(n):
+            record = records[i % len(records)]
+            image, label = self.cache.load(record)
+            s = min(max(record.n_slices // 2 + (i // len(records)) * 2 - 1, 0), record.n_slices - 1)
+            images.append(torch.from_numpy(np.array(image[s], dtype=np.float32))[None])
+            labels.append(torch.from_numpy(np.array(label[s], dtype=np.int64)))
+        spread = np.linspace(0, len(self.assistant_train) - 1, n).round().astype(int).tolist()
+        return torch.stack(images), torch.stack(labels), torch.stack([self.assistant_train[i][0] for i in spread])
 
     # -- loaders -------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

@@ -57,6 +57,18 @@ class SegmentationMethod(L.LightningModule):
         return self.predict_components(x)[self.primary_predictor]
 
     @torch.no_grad()
+    def sample_outputs(self, x_t: torch.Tensor, x_a: torch.Tensor) -> dict:
+        """What the sample figures show: ``{"segmentation": {predictor: labels [B, H, W]}}``; methods with
+        a translator add ``"translation": (G_at(x_a), G_ta(G_at(x_a)))``. Inputs and outputs on the CPU."""
+        was_training = self.training
+        self.eval()
+        try:
+            components = self.predict_components(x_t.to(self.device))
+            return {"segmentation": {k: v.argmax(1).cpu() for k, v in components.items()}}
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
     def predict_volume(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``image [S, 1, H, W]`` -> ``{name: label map [S, H, W] uint8}``, in chunks of ``eval_batch_size`` slices."""
         labels: dict[str, list[torch.Tensor]] = {}
