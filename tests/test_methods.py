@@ -86,14 +86,11 @@ def test_each_update_changes_only_its_networks_and_global_step_counts_iterations
 
         monkeypatch.setattr(cls, "on_train_batch_end", record)
     else:
-        original_step = cls._step
-
-        def recording_step(self, loss, *networks, count_last=False):
-            original_step(self, loss, *networks, count_last=count_last)
+        def record(self, phase):
             states.append(snapshot(self))
             gradients.append(grads(self))
 
-        monkeypatch.setattr(cls, "_step", recording_step)
+        monkeypatch.setattr(cls, "on_phase_end", record)
     trainer.fit(model, datamodule=make_datamodule(phantom_root))
     phases = [changed(states[i], states[i + 1]) for i in range(len(states) - 1)]
     assert phases == expected_phases

@@ -59,15 +59,12 @@ def test_each_phase_touches_only_its_own_networks(phantom_root, monkeypatch):
     model, dm = make_model(), make_datamodule(phantom_root)
     states = [snapshot(model)]
     syn_grads_after_generator_phase = []
-    original_step = MKDModule._step
-
-    def recording_step(self, loss, *networks, count_last=False):
-        original_step(self, loss, *networks, count_last=count_last)
+    def record(self, phase):
         if len(states) == 1:
             syn_grads_after_generator_phase.extend(p.grad for p in self.s_syn.parameters())
         states.append(snapshot(self))
 
-    monkeypatch.setattr(MKDModule, "_step", recording_step)
+    monkeypatch.setattr(MKDModule, "on_phase_end", record)
     quiet_trainer(max_steps=1).fit(model, datamodule=dm)
     assert len(states) == 4, "expected three optimisation phases"
     changed_by_phase = [{n for n in NETWORKS if not identical(states[i][n], states[i + 1][n])} for i in range(3)]

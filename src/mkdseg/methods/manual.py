@@ -117,6 +117,11 @@ class ManualMethod(SegmentationMethod):
             self.log(f"train/amp_skipped/{phase}", float(scaling.skipped[phase]), on_step=True, on_epoch=False, batch_size=1)
         if count_last:
             count_iteration(optimizers[-1])
+        self.on_phase_end(phase)
+
+    def on_phase_end(self, phase: str) -> None:
+        """Called after each phase's optimizer steps (``phase`` e.g. ``"g_at+g_ta"``); override to observe
+        the networks between phases (the tests check which networks each phase changed)."""
 
     def on_train_epoch_end(self) -> None:
         self.step_epoch_schedulers()  # the segmentors' LR decay
