@@ -16,12 +16,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 
 from mkdseg.io import atomic_write_text
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
+from mkdseg.methods.distributed import gather_per_rank
 from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
 
 METHOD_KEY = "mkdseg_method"
@@ -106,11 +106,7 @@ class SegmentationMethod(L.LightningModule):
 
     def _gathered_rows(self) -> list[dict]:
         """Rows from every rank, without the duplicates a padded distributed sampler adds."""
-        rows = self._eval_rows
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts: list = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, rows)
-            rows = [r for part in parts for r in part]
+        rows = [r for part in gather_per_rank(self._eval_rows) for r in part]
         unique = {(r["predictor"], r["subject"], r["structure"]): r for r in rows}
         return list(unique.values())
 

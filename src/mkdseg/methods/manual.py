@@ -17,7 +17,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
 from mkdseg.methods.base import SegmentationMethod
-from mkdseg.methods.training_state import PhaseLossScaling
+from mkdseg.methods.amp import PhaseLossScaling
 
 
 @contextmanager
