@@ -12,6 +12,8 @@ import importlib
 import io
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -56,17 +58,23 @@ class SegmentationMethod(L.LightningModule):
         """Softmax probabilities ``[B, C, H, W]`` of the method's test-time predictor."""
         return self.predict_components(x)[self.primary_predictor]
 
-    @torch.no_grad()
-    def sample_outputs(self, x_t: torch.Tensor, x_a: torch.Tensor) -> dict:
-        """What the sample figures show: ``{"segmentation": {predictor: labels [B, H, W]}}``; methods with
-        a translator add ``"translation": (G_at(x_a), G_ta(G_at(x_a)))``. Inputs and outputs on the CPU."""
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode, no gradients, inside the block; the previous mode afterwards."""
         was_training = self.training
         self.eval()
         try:
-            components = self.predict_components(x_t.to(self.device))
-            return {"segmentation": {k: v.argmax(1).cpu() for k, v in components.items()}}
+            with torch.no_grad():
+                yield
         finally:
             self.train(was_training)
+
+    def sample_outputs(self, x_t: torch.Tensor, x_a: torch.Tensor) -> dict:
+        """What the sample figures show: ``{"segmentation": {predictor: labels [B, H, W]}}``; methods with
+        a translator add ``"translation": (G_at(x_a), G_ta(G_at(x_a)))``. Inputs and outputs on the CPU."""
+        with self.evaluating():
+            components = self.predict_components(x_t.to(self.device))
+            return {"segmentation": {k: v.argmax(1).cpu() for k, v in components.items()}}
 
     @torch.no_grad()
     def predict_volume(self, image: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -134,16 +134,11 @@ class CycleGANMethod(ManualMethod):
         self._step(disc["loss_d"], "d_t", "d_a", count_last=count)
         return disc
 
-    @torch.no_grad()
     def sample_outputs(self, x_t: torch.Tensor, x_a: torch.Tensor) -> dict:
         outputs = super().sample_outputs(x_t, x_a)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             fake_t = self.g_at(x_a.to(self.device))
             outputs["translation"] = (fake_t.float().cpu(), self.g_ta(fake_t).float().cpu())
-        finally:
-            self.train(was_training)
         return outputs
 
     # -- optimisation --------------------------------------------------------------------------
