@@ -489,11 +489,24 @@ def render_record_as(record: VolumeRecord, modality: str) -> np.ndarray:
     """The phantom subject of ``record`` as ``modality`` would show it: same anatomy, so the same
     label map. The perfect translation of that subject, for the oracle-translation control."""
     _check_modality("modality", modality)
+    seed, image_size = _phantom_subject(record)
+    image, _ = render_subject(seed, modality, image_size, record.n_slices)
+    return image
+
+
+def record_tissues(record: VolumeRecord) -> np.ndarray:
+    """The tissue map ``[S, H, W]`` (indices into ``TISSUES``) of the phantom subject of ``record``:
+    finer than its label map (fat, muscle, lung, ... are all background there)."""
+    seed, image_size = _phantom_subject(record)
+    return rasterise_tissues(sample_anatomy(np.random.default_rng([seed, 0])), image_size, record.n_slices)
+
+
+def _phantom_subject(record: VolumeRecord) -> tuple[int, int]:
+    """(anatomy seed, image size) of a phantom record; other records have no paired rendering."""
     params = record.extra.get("phantom")
     if params is None or "anatomy_seed" not in record.extra:
         raise ValueError(f"{record.modality}/{record.subject} is not a phantom volume: only the phantom has a paired rendering")
-    image, _ = render_subject(record.extra["anatomy_seed"], modality, params["image_size"], record.n_slices)
-    return image
+    return record.extra["anatomy_seed"], params["image_size"]
 
 
 def subject_seed(seed: int, modality: str, index: int) -> int:

@@ -15,11 +15,21 @@ from collections.abc import Sequence
 import torch
 
 from mkdseg.losses import GANLoss, cycle_loss
-from mkdseg.methods.manual import ManualMethod, check_image_size
+from mkdseg.methods.manual import ManualMethod, check_image_size, frozen
 from mkdseg.methods.pool import ImagePool
 from mkdseg.methods.shared import check_segmentor_options, segmentor_optimizer, segmentor_scheduler
 from mkdseg.methods.training_state import load_image_pools, save_image_pools
 from mkdseg.nets import NLayerDiscriminator, ResnetGenerator, init_weights
+
+
+GAN_LR_DECAYS = ("constant", "linear")
+
+
+def linear_decay_factor(step: int, total: int) -> float:
+    """CycleGAN's schedule as a factor of the base rate: 1 for the first half of ``total`` steps, then
+    linearly down to 0 at ``total`` (``1 - (step - total/2) / (total/2)``)."""
+    half = total / 2
+    return max(0.0, min(1.0, 1.0 - (step - half) / half)) if total > 0 else 1.0
 
 
 class CycleGANMethod(ManualMethod):
@@ -31,6 +41,13 @@ class CycleGANMethod(ManualMethod):
         gan_mode: ``lsgan`` (CycleGAN) or ``vanilla`` (the log form). lambda_cyc: cycle weight (10).
         pool_size: image pool per discriminator (50). lr_gen, lr_disc, gan_betas: Adam (2e-4, (0.5, 0.999)).
         compile: ``torch.compile`` each network in place when the trainer sets the model up.
+
+    Departures from the paper, off by default (``benchmarks/translation_quality.py`` measures them):
+        gen_upsampling: ``transpose`` (CycleGAN) or ``resize`` (nearest x2 then a 3x3 convolution; see
+            :class:`~mkdseg.nets.ResnetGenerator`).
+        gan_lr_decay: ``constant`` (the paper's fixed 2e-4) or ``linear``: CycleGAN's schedule, the
+            translator's learning rates constant for the first half of :meth:`translator_steps`, then
+            linearly to zero at its end.
     """
 
     #: the translator's networks, in optimizer order
@@ -62,8 +79,12 @@ class CycleGANMethod(ManualMethod):
         seg_lr_decay_epochs: int = 2,
         eval_batch_size: int = 16,
         compile: bool = False,
+        gen_upsampling: str = "transpose",
+        gan_lr_decay: str = "constant",
     ):
         super().__init__(image_size, data_spec, eval_batch_size)
+        if gan_lr_decay not in GAN_LR_DECAYS:
+            raise ValueError(f"model.gan_lr_decay must be one of {GAN_LR_DECAYS}, got {gan_lr_decay!r}")
         check_segmentor_options(locals())
         for name in ("lr_gen", "lr_disc"):
             if locals()[name] <= 0:
@@ -72,8 +93,10 @@ class CycleGANMethod(ManualMethod):
             raise ValueError(f"model.lambda_cyc must be >= 0, got {lambda_cyc}")
         self.save_hyperparameters()
         # construction order = initialisation order of the random weights: translator, then segmentors
-        self.g_at = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm))
-        self.g_ta = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm))
+        self.g_at = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm,
+                                                   upsampling=gen_upsampling))
+        self.g_ta = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm,
+                                                   upsampling=gen_upsampling))
         self.d_t = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
         self.d_a = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
         self.build_segmentors()
@@ -134,6 +157,17 @@ class CycleGANMethod(ManualMethod):
         self._step(disc["loss_d"], "d_t", "d_a", count_last=count)
         return disc
 
+    def translator_only_step(self, batch: dict) -> None:
+        """One plain CycleGAN iteration (generators, then discriminators, which ends the iteration);
+        the segmentors are untouched. Jiang et al.'s first stage and MKD's optional warm-up."""
+        x_a, x_t = batch["x_a"], batch["x_t"]
+        fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
+        with frozen(self.d_t, self.d_a):
+            gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
+            self._step(gen["loss_g"], "g_at", "g_ta")
+        disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, count=True)
+        self.log_losses({**gen, **disc}, batch)
+
     def sample_outputs(self, x_t: torch.Tensor, x_a: torch.Tensor) -> dict:
         outputs = super().sample_outputs(x_t, x_a)
         with self.evaluating():
@@ -142,6 +176,23 @@ class CycleGANMethod(ManualMethod):
         return outputs
 
     # -- optimisation --------------------------------------------------------------------------
+    def translator_steps(self) -> int:
+        """The iterations the translator trains for: the horizon of ``gan_lr_decay``."""
+        if self.trainer.max_steps is None or self.trainer.max_steps < 1:
+            raise ValueError("model.gan_lr_decay=linear needs trainer.max_steps (the iterations it decays over)")
+        return self.trainer.max_steps
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # A function of global_step, not a scheduler's own counter: resuming or extending a run stays exact.
+        if self.hparams.gan_lr_decay != "linear":
+            return
+        factor = linear_decay_factor(self.global_step, self.translator_steps())
+        named = self.named_optimizers()
+        for names, base in ((("g_at", "g_ta"), self.hparams.lr_gen), (("d_t", "d_a"), self.hparams.lr_disc)):
+            for name in names:
+                for group in named[name].param_groups:
+                    group["lr"] = base * factor
+
     def configure_optimizers(self):
         hp = self.hparams
         adam = torch.optim.Adam

@@ -66,6 +66,14 @@ class MutualDistillation:
                                           hp.lambda_kd_syn, hp.kd_temperature)
 
 
+def ramped(weight: float, step: int, start: int, length: int) -> float:
+    """``weight`` scaled from ``1/length`` at iteration ``start`` up to 1 at ``start + length - 1`` (0 before
+    ``start``); ``length`` 0 means no ramp: ``weight`` throughout."""
+    if length == 0:
+        return weight
+    return weight * min(1.0, max(0, step - start + 1) / length)
+
+
 class MKDModule(MutualDistillation, CycleGANMethod):
     """Six networks: generators ``g_at`` (assistant->target), ``g_ta``; discriminators ``d_t``, ``d_a``;
     segmentors ``s_syn`` (trained on synthetic target images) and ``s_real`` (on real ones).
@@ -85,6 +93,13 @@ class MKDModule(MutualDistillation, CycleGANMethod):
         seg_lr_decay, seg_lr_decay_epochs: segmentor learning rate times 0.9 every 2 epochs.
         compile: ``torch.compile`` each network (in place: checkpoints keep their keys) when the trainer
             sets the model up. Pays off on a GPU at paper size; compiling takes minutes.
+        gen_upsampling, gan_lr_decay: departures from the paper, off by default; see
+            :class:`~mkdseg.methods.cyclegan.CycleGANMethod`.
+        translator_warmup_steps: departure, off (0) in the paper: the first this many iterations are
+            plain CycleGAN iterations (no segmentor, no lambda_sup term; cheaper), then Algorithm 1. The
+            segmentors' learning-rate decay starts when they join.
+        lambda_sup_ramp_steps: departure, off (0): after the warm-up, lambda_sup_gen rises linearly from 0
+            over this many iterations, so S_syn's early, untrained gradients do not pull G_at away.
 
     Example:
         >>> m = MKDModule(image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4, seg_channels=(4, 8), seg_strides=(2,))
@@ -122,8 +137,12 @@ class MKDModule(MutualDistillation, CycleGANMethod):
         seg_lr_decay_epochs: int = 2,
         eval_batch_size: int = 16,
         compile: bool = False,
+        gen_upsampling: str = "transpose",
+        gan_lr_decay: str = "constant",
+        translator_warmup_steps: int = 0,
+        lambda_sup_ramp_steps: int = 0,
     ):
-        for name in ("lambda_sup_gen", "lambda_kd_real", "lambda_kd_syn"):
+        for name in ("lambda_sup_gen", "lambda_kd_real", "lambda_kd_syn", "translator_warmup_steps", "lambda_sup_ramp_steps"):
             if locals()[name] < 0:
                 raise ValueError(f"model.{name} must be >= 0, got {locals()[name]}")
         if kd_temperature <= 0:
@@ -132,6 +151,7 @@ class MKDModule(MutualDistillation, CycleGANMethod):
             image_size, data_spec, in_channels, gen_filters, gen_blocks, gen_downsampling, disc_filters, disc_layers,
             norm, seg_channels, seg_strides, seg_res_units, gan_mode, lambda_cyc, pool_size, lr_gen, lr_disc, lr_seg,
             gan_betas, seg_betas, seg_lr_decay, seg_lr_decay_epochs, eval_batch_size, compile,
+            gen_upsampling=gen_upsampling, gan_lr_decay=gan_lr_decay,
         )
 
     def build_segmentors(self) -> None:
@@ -144,6 +164,9 @@ class MKDModule(MutualDistillation, CycleGANMethod):
 
     # -- training: Algorithm 1 -----------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
+        if self.warming_up:  # an option, off in the paper: translator-only iterations first
+            self.translator_only_step(batch)
+            return
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
         # 1. translate both ways
         fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
@@ -167,6 +190,20 @@ class MKDModule(MutualDistillation, CycleGANMethod):
         (:meth:`CycleGANMethod.cyclegan_losses` plus S_syn's supervised term; S_syn frozen by the caller)."""
         gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
         loss_sup = supervised_loss(self.s_syn(fake_t), y_a)
-        gen["loss_g"] = gen["loss_g"] + self.hparams.lambda_sup_gen * loss_sup
+        gen["loss_g"] = gen["loss_g"] + self.sup_gen_weight() * loss_sup
         gen["loss_g_sup_syn"] = loss_sup
         return gen
+
+    # -- the optional warm-up (a departure from the paper; both lengths 0 there) -----------------
+    @property
+    def warming_up(self) -> bool:
+        return self.global_step < self.hparams.translator_warmup_steps
+
+    def sup_gen_weight(self) -> float:
+        """lambda_sup_gen, ramped in linearly over ``lambda_sup_ramp_steps`` after the warm-up."""
+        hp = self.hparams
+        return ramped(hp.lambda_sup_gen, self.global_step, hp.translator_warmup_steps, hp.lambda_sup_ramp_steps)
+
+    def on_train_epoch_end(self) -> None:
+        if self.global_step > self.hparams.translator_warmup_steps:  # the segmentors trained in this epoch
+            super().on_train_epoch_end()

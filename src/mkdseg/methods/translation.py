@@ -55,20 +55,18 @@ class OfflineTranslation(CycleGANMethod):
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"seg": self.seg(x).float().softmax(1)}
 
+    def translator_steps(self) -> int:
+        return self.hparams.translation_steps
+
     @property
     def translating(self) -> bool:
         return self.global_step < self.hparams.translation_steps
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
         if self.translating:
-            fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
-            with frozen(self.d_t, self.d_a):
-                gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
-                self._step(gen["loss_g"], "g_at", "g_ta")
-            disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, count=True)
-            self.log_losses({**gen, **disc}, batch)
+            self.translator_only_step(batch)
             return
+        x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
         with torch.no_grad():
             fake_t = self.g_at(x_a)
         loss_syn = supervised_loss(self.seg(fake_t), y_a)
