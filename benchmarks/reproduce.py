@@ -397,16 +397,34 @@ def table_structures(table: list[dict]) -> list[str]:
 
 
 def aggregate(rows: list[Row], results: dict[Row, list[dict]]) -> list[dict]:
-    """Per row: mean, std (over runs) and count of the run-level mean Dice and each structure's."""
+    """Per row: mean, std (over runs) and count of the run-level mean Dice and each structure's, and the
+    paired difference to the baseline row (see :func:`paired_difference`)."""
     table = []
     structures = structures_of(results)
+    reference = next((row for row in rows if row.config == "baseline"), None)
     for row in rows:
         runs = [r for r in results.get(row, []) if row.predictor in r["dice"]]
         cells = {}
         for column in ["mean", *structures]:
             cells[column] = _stats([r["dice"][row.predictor].get(column, float("nan")) for r in runs])
-        table.append({"row": row, "cells": cells, "runs": len(runs)})
+        paired = None
+        if reference is not None and row != reference:
+            paired = paired_difference(runs, row.predictor, results.get(reference, []), reference.predictor)
+        table.append({"row": row, "cells": cells, "runs": len(runs), "paired": paired})
     return table
+
+
+def paired_difference(runs: list[dict], predictor: str, reference_runs: list[dict], reference_predictor: str):
+    """(mean difference, draws better, draws compared) of the run-level mean Dice against the reference
+    run of the same fold and seed: which labelled subjects a draw gets moves every method by several
+    points, so the paired difference is the comparison that draw-to-draw spread does not drown."""
+    reference = {(r["fold"], r["seed"]): r["dice"][reference_predictor]["mean"] for r in reference_runs
+                 if reference_predictor in r["dice"]}
+    diffs = [r["dice"][predictor]["mean"] - reference[(r["fold"], r["seed"])] for r in runs
+             if (r["fold"], r["seed"]) in reference]
+    if not diffs:
+        return None
+    return sum(diffs) / len(diffs), sum(d > 0 for d in diffs), len(diffs)
 
 
 def _cell(stat: tuple[float, float, int]) -> str:
@@ -416,11 +434,17 @@ def _cell(stat: tuple[float, float, int]) -> str:
 
 def markdown_table(table: list[dict], with_paper: bool) -> str:
     structures = table_structures(table)
-    header = ["Method", "Mean Dice"] + structures + (["Paper (MM-WHS CT)"] if with_paper else []) + ["runs"]
+    with_paired = any(entry.get("paired") for entry in table)
+    header = (["Method", "Mean Dice"] + (["vs baseline, paired"] if with_paired else []) + structures
+              + (["Paper (MM-WHS CT)"] if with_paper else []) + ["runs"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in table:
         row = entry["row"]
-        cells = [row.label, _cell(entry["cells"]["mean"])] + [_cell(entry["cells"][s]) for s in structures]
+        cells = [row.label, _cell(entry["cells"]["mean"])]
+        if with_paired:
+            paired = entry.get("paired")
+            cells.append(f"{100 * paired[0]:+.2f} ({paired[1]} of {paired[2]} better)" if paired else "")
+        cells += [_cell(entry["cells"][s]) for s in structures]
         if with_paper:
             cells.append("" if row.paper is None else f"{row.paper:.2f}")
         cells.append(str(entry["runs"]))
@@ -500,7 +524,8 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
     with_paper = any(r.paper is not None for r in specs) and set(structures) <= {name for name, _ in MMWHS}
     text = [f"# {study.title}", "", markdown_table(table, with_paper), "",
             f"Dice (%) on the held-out target fold: mean ± std over {meta['folds']} fold(s) × {meta['seeds']} seed(s) of each "
-            "run's mean over test volumes (per structure likewise; std over runs, population).", "",
+            "run's mean over test volumes (per structure likewise; std over runs, population). Paired: the mean over "
+            "draws of (this run − the baseline run of the same fold and seed), and in how many draws it was higher.", "",
             f"- command: `{meta['command']}`",
             f"- configs: base `{meta['base']}`, methods from `{meta['config_dir']}`; runs in `{meta['runs_dir']}`",
             f"- iteration budget N = {meta['budget']} per final stage (staged methods: N more for their first stage)",

@@ -60,7 +60,10 @@ def test_tiny_study_writes_table_csv_and_chart_and_skips_finished_runs(tmp_path,
         assert f"| {label} | " in table
     assert "Fine-tune" not in table  # --methods filtered it out
     header = next(line for line in table.splitlines() if line.startswith("| Method"))
-    assert header.split(" | ")[1:9] == ["Mean Dice", "MYO", "LA", "LV", "RA", "RV", "AA", "PA"]
+    assert header.split(" | ")[1:10] == ["Mean Dice", "vs baseline, paired", "MYO", "LA", "LV", "RA", "RV", "AA", "PA"]
+    ens_row = next(line for line in table.splitlines() if line.startswith("| MKD: ensemble"))
+    paired = 100 * (json.loads(results[1].read_text())["dice"]["ens"]["mean"] - json.loads(results[0].read_text())["dice"]["seg"]["mean"])
+    assert ens_row.split(" | ")[2] == f"{paired:+.2f} ({int(paired > 0)} of 1 better)"
     assert "± 0.00" in table and "90.12" in table  # one run per row; the paper's number alongside
 
     rows = list(csv.DictReader((out / "runs.csv").open()))
@@ -277,3 +280,16 @@ def test_probe_curves_interpolate_and_variants_parse():
         "x", [("model.init_args.lambda_cyc", 5), ("data.n_val", 0)])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         tq.parse_variant("x:lambda_cyc")
+
+
+def test_paired_difference_matches_draws_by_fold_and_seed():
+    def run(fold, seed, mean, predictor="seg"):
+        return {"fold": fold, "seed": seed, "dice": {predictor: {"mean": mean}}}
+
+    baseline = [run(0, 0, 0.40), run(0, 1, 0.50), run(1, 0, 0.30)]
+    method = [run(0, 1, 0.55, "ens"), run(0, 0, 0.38, "ens"), run(1, 0, 0.45, "ens"), run(1, 1, 0.90, "ens")]
+    mean, better, compared = reproduce.paired_difference(method, "ens", baseline, "seg")
+    # (1,1) has no baseline draw and is left out; the others pair by (fold, seed), not by position
+    assert compared == 3 and better == 2
+    assert mean == pytest.approx((0.05 - 0.02 + 0.15) / 3)
+    assert reproduce.paired_difference(method, "ens", [], "seg") is None

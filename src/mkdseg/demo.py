@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Dice (%) per structure on the held-out phantom {cli.datamodule.hparams.target.upper()} volumes "
           f"(mean ± std over {len(cli.datamodule.test_records)} volumes):")
     print(format_table(cli.model.evaluation_summary("test")["dice"]))
-    print(f"\ntrained {cli.trainer.global_step} iterations in {fit_seconds / 60:.1f} min; total {total / 60:.1f} min")
+    print(f"\ntrained {cli.trainer.global_step} iterations in {fit_seconds / 60:.1f} min ({fit_seconds:.0f} s); "
+          f"total {total / 60:.1f} min")
     print(f"best checkpoint: {best}")
     print(f"logs, summary.json, per_case.csv: {log_dir}")
     print(f"figure: {log_dir}/samples/test.png")
