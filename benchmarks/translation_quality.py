@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -262,14 +263,15 @@ def interpolate(rows: list[dict], key: str, x: float, field: str = "judge") -> f
 def mean_std(values: list[float]) -> str:
     if not values:
         return "–"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"  # one seed: no spread to report
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def summary_table(results: dict[str, list[dict]], key: str, marks: list[float], ceiling: float) -> list[str]:
     unit = "iterations" if key == "iteration" else "CPU s"
-    lines = ["| variant | " + " | ".join(f"{m:g} {unit}" for m in marks) + " | at the last mark / ceiling |",
-             "|---" * (len(marks) + 2) + "|"]
+    lines = ["| variant | seeds | " + " | ".join(f"{m:g} {unit}" for m in marks) + " | at the last mark / ceiling |",
+             "|---" * (len(marks) + 3) + "|"]
     for variant, runs in results.items():
         cells, last = [], None
         for m in marks:
@@ -278,7 +280,7 @@ def summary_table(results: dict[str, list[dict]], key: str, marks: list[float], 
             if values:
                 last = statistics.mean(values)
         ratio = f"{last / ceiling:.2f}" if last is not None else "–"
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {ratio} |")
+        lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + f" | {ratio} |")
     return lines
 
 
@@ -300,7 +302,7 @@ def write_report(out: Path, scores: dict, results: dict[str, list[dict]], comman
     last_iter = min(r["rows"][-1]["iteration"] for runs in results.values() for r in runs)
     last_cpu = min(r["rows"][-1]["cpu_seconds"] for runs in results.values() for r in runs)
     iter_marks = [round(last_iter * f) for f in (0.25, 0.5, 0.75, 1.0)]
-    cpu_marks = [round(last_cpu * f, -1) for f in (0.25, 0.5, 0.75, 1.0)]
+    cpu_marks = [math.floor(last_cpu * f / 10) * 10 for f in (0.25, 0.5, 0.75, 1.0)]  # down: within every run
     ceiling = scores["ceiling"]
     lines = [f"# Translator probe: judge Dice on {len(scores['held_out_assistant_subjects'])} held-out assistant subjects", "",
              f"Command: `{command}`", "",

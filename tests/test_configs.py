@@ -56,3 +56,11 @@ def test_demo_config_is_cpu_sized(tmp_path):
     paper = _build("mkd.yaml", tmp_path=tmp_path).model.hparams
     for key in ("lambda_cyc", "lambda_kd_real", "lambda_kd_syn", "lr_gen", "lr_disc", "gan_mode", "seg_lr_decay", "kd_temperature"):
         assert cli.model.hparams[key] == paper[key], key
+
+
+def test_translator_overlay_changes_only_the_gan_learning_rates(tmp_path):
+    plain = _build("demo.yaml", tmp_path=tmp_path).model.hparams
+    overlaid = _build("demo.yaml", "translator_cpu.yaml", tmp_path=tmp_path).model.hparams
+    assert (overlaid.lr_gen, overlaid.lr_disc) == (4 * plain.lr_gen, 4 * plain.lr_disc) == (8e-4, 8e-4)
+    assert {k: v for k, v in overlaid.items() if k not in ("lr_gen", "lr_disc")} == {
+        k: v for k, v in plain.items() if k not in ("lr_gen", "lr_disc")}
