@@ -176,6 +176,14 @@ class CycleGANMethod(ManualMethod):
         return outputs
 
     # -- optimisation --------------------------------------------------------------------------
+    def segmentors_join_at(self) -> int:
+        """The iteration the segmentors start training at (subclasses with a translator-only stage)."""
+        return 0
+
+    def on_train_epoch_end(self) -> None:
+        if self.global_step > self.segmentors_join_at():  # the segmentors trained during this epoch
+            super().on_train_epoch_end()
+
     def translator_steps(self) -> int:
         """The iterations the translator trains for: the horizon of ``gan_lr_decay``."""
         if self.trainer.max_steps is None or self.trainer.max_steps < 1:

@@ -197,13 +197,12 @@ class MKDModule(MutualDistillation, CycleGANMethod):
     # -- the optional warm-up (a departure from the paper; both lengths 0 there) -----------------
     @property
     def warming_up(self) -> bool:
-        return self.global_step < self.hparams.translator_warmup_steps
+        return self.global_step < self.segmentors_join_at()
 
     def sup_gen_weight(self) -> float:
         """lambda_sup_gen, ramped in linearly over ``lambda_sup_ramp_steps`` after the warm-up."""
         hp = self.hparams
         return ramped(hp.lambda_sup_gen, self.global_step, hp.translator_warmup_steps, hp.lambda_sup_ramp_steps)
 
-    def on_train_epoch_end(self) -> None:
-        if self.global_step > self.hparams.translator_warmup_steps:  # the segmentors trained in this epoch
-            super().on_train_epoch_end()
+    def segmentors_join_at(self) -> int:
+        return self.hparams.translator_warmup_steps

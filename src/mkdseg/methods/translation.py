@@ -60,7 +60,7 @@ class OfflineTranslation(CycleGANMethod):
 
     @property
     def translating(self) -> bool:
-        return self.global_step < self.hparams.translation_steps
+        return self.global_step < self.segmentors_join_at()
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         if self.translating:
@@ -75,9 +75,8 @@ class OfflineTranslation(CycleGANMethod):
         self._step(loss, "seg", count_last=True)
         self.log_losses({"loss_seg": loss, "loss_seg_syn": loss_syn, "loss_seg_real": loss_real}, batch)
 
-    def on_train_epoch_end(self) -> None:
-        if self.global_step > self.hparams.translation_steps:  # the segmentor trained during this epoch
-            super().on_train_epoch_end()
+    def segmentors_join_at(self) -> int:
+        return self.hparams.translation_steps
 
 
 class OnlineTranslation(CycleGANMethod):
