@@ -338,12 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "translator_probe")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "translator_probe")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild results.md from the finished runs' JSON in --out (no training; samples.png kept)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     base, method = load_yaml(args.base), load_yaml(args.config_dir / f"{args.method}.yaml")
     variants = [parse_variant(v) for v in (args.variant or ["paper"])]
     lr = [("model.init_args.lr_seg", args.lr_seg)] if args.lr_seg else []
+
+    command = "python -m benchmarks.translation_quality " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        return report_finished_runs(args.out, [name for name, _ in variants], args.seeds, command)
 
     data = prepare(base, args.config_dir, args.held_out, args.judge_steps, args.work, args.lr_seg)
     results: dict[str, list[dict]] = {}
@@ -366,9 +372,25 @@ def main(argv: list[str] | None = None) -> int:
     if data.reference is not None:
         samples["perfect translation"] = sample_slices(data.reference.images)
     save_samples(samples, args.out / "samples.png")
-    command = "python -m benchmarks.translation_quality " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(args.out, data.scores, results, command)
     print((args.out / "results.md").read_text())
+    return 0
+
+
+def report_finished_runs(out: Path, variants: list[str], seeds: list[int], command: str) -> int:
+    """``--report-only``: the report of the runs already in ``out`` (variants run by separate invocations)."""
+    results: dict[str, list[dict]] = {}
+    for name in variants:
+        for seed in seeds:
+            path = out / f"{name}-seed{seed}.json"
+            if path.is_file():
+                results.setdefault(name, []).append(json.loads(path.read_text()))
+    if not results:
+        raise FileNotFoundError(f"--report-only: no finished run of {variants} x seeds {seeds} in {out}")
+    first = next(iter(results.values()))[0]
+    scores = {k: v for k, v in first.items() if k.startswith("judge_on_") or k in ("ceiling", "held_out_assistant_subjects")}
+    write_report(out, scores, results, command)
+    print((out / "results.md").read_text())
     return 0
 
 

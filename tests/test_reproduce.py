@@ -248,6 +248,13 @@ def test_translation_probe_dice_and_a_tiny_run(tmp_path, phantom_root):
     assert json.loads((out / "resize-seed0.json").read_text())["rows"][-1]["judge"] == 0.123456
     assert (out / "paper-seed0.json").is_file()
 
+    # --report-only rebuilds the report from the JSON there, and trains nothing
+    (out / "paper-seed0.json").unlink()
+    assert tq.main(args + ["--report-only"]) == 0
+    assert not (out / "paper-seed0.json").exists()
+    report = (out / "results.md").read_text()
+    assert "| resize | 1 |" in report and "| paper |" not in report and "0.123" in report
+
 
 def test_probe_reference_scores_the_perfect_translation_as_perfect(phantom_root):
     """The phantom's own CT rendering has no contrast error and keeps CT's orders; the MR rendering of
