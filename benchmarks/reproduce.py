@@ -43,6 +43,9 @@ Parallel runs
 Output (``--out``, default ``benchmarks/results/<study>``)
     ``results.md``: mean Dice then per structure, one row per method, mean ± std over folds x seeds of
     each run's mean over test volumes; ``runs.csv``: every run and predictor; ``dice.png``: bar chart.
+    Each run's ``result.json`` holds its test Dice per predictor and structure and, when the data set
+    validation subjects apart (``data.n_val``), its last validation (``val_dice``, ``val_step``) and every
+    validation of the fit (``val_curve``): what ``benchmarks.select_seeds`` chooses among seeds on.
 """
 
 from __future__ import annotations
@@ -310,6 +313,7 @@ class RunSpec:
 
 def run_one(spec: RunSpec) -> dict:
     """Fit and test one run in this process; write and return its ``result.json``."""
+    from mkdseg.callbacks import MetricHistory
     from mkdseg.cli import build_cli
     from mkdseg.io import atomic_write_text
 
@@ -325,6 +329,8 @@ def run_one(spec: RunSpec) -> dict:
         cli = build_cli(["--config", str(config_path)], run=False)
     finally:
         sys.argv = argv
+    history = MetricHistory(str(spec.dir / "val_history.json"))
+    cli.trainer.callbacks.append(history)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_s = time.perf_counter() - start
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the final weights
@@ -340,14 +346,35 @@ def run_one(spec: RunSpec) -> dict:
         "fit_s": round(fit_s, 1),
         "total_s": round(time.perf_counter() - start, 1),
         "test_volumes": len(cli.datamodule.test_records),
-        "dice": {
-            predictor: {s: entry[s]["mean"] for s in ("mean",) + tuple(k for k in entry if k != "mean")}
-            for predictor, entry in summary["dice"].items()
-        },
+        "dice": _means(summary["dice"]),
         "torch_threads": _torch_threads(),
     }
+    try:  # the last validation of the fit: what choosing among runs may look at (test subjects never are)
+        validation = cli.model.evaluation_summary("val")
+        result.update(val_step=validation["step"], val_dice=_means(validation["dice"]),
+                      val_curve=validation_curve(history.history, list(validation["dice"])))
+    except LookupError:
+        pass  # no validation ran within max_steps
     atomic_write_text(spec.result_path, json.dumps(result, indent=1, allow_nan=True))
     return result
+
+
+def validation_curve(history: dict[str, list[float]], predictors: list[str]) -> dict[str, list[float]]:
+    """``{"step": [iterations], predictor: [mean validation Dice]}`` of every validation of the fit."""
+    curve = {"step": history.get("step", [])}
+    curve.update({p: history[f"val/dice_{p}"] for p in predictors if f"val/dice_{p}" in history})
+    return curve
+
+
+def curve_cell(curve: dict[str, list[float]], predictor: str) -> str:
+    """A predictor's validation curve as one runs.csv cell: ``"step:dice step:dice ..."``."""
+    return " ".join(f"{step}:{value:.4f}" for step, value in zip(curve.get("step", []), curve.get(predictor, [])))
+
+
+def _means(dice: dict) -> dict:
+    """``{predictor: {"mean": ..., structure: ...}}``: the per-volume means of an evaluation summary."""
+    return {predictor: {s: entry[s]["mean"] for s in ("mean",) + tuple(k for k in entry if k != "mean")}
+            for predictor, entry in dice.items()}
 
 
 def _run_safely(spec: RunSpec) -> dict:
@@ -508,14 +535,17 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
             csv_rows.append({
                 "study": study.name, "row": row.label, "config": spec.config_name, "key": spec.key, "fold": spec.fold,
                 "seed": spec.seed, "predictor": row.predictor, "mean_dice": dice.get("mean"),
-                **{s: dice.get(s) for s in structures}, "global_step": result["global_step"],
+                **{s: dice.get(s) for s in structures},
+                "val_dice": result.get("val_dice", {}).get(row.predictor, {}).get("mean"),
+                "val_step": result.get("val_step"), "val_curve": curve_cell(result.get("val_curve", {}), row.predictor),
+                "global_step": result["global_step"],
                 "fit_s": result["fit_s"], "total_s": result["total_s"], "run_dir": str(spec.dir),
             })
     table = aggregate(list(specs), {row: [r for _, r in runs] for row, runs in results.items()})
     out.mkdir(parents=True, exist_ok=True)
     with (out / "runs.csv").open("w", newline="") as f:
         fields = ["study", "row", "config", "key", "fold", "seed", "predictor", "mean_dice", *structures,
-                  "global_step", "fit_s", "total_s", "run_dir"]
+                  "val_dice", "val_step", "val_curve", "global_step", "fit_s", "total_s", "run_dir"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in csv_rows:

@@ -54,6 +54,7 @@ def test_tiny_study_writes_table_csv_and_chart_and_skips_finished_runs(tmp_path,
         assert result["global_step"] == 2 and result["fold"] == 0 and result["seed"] == 0
         assert 0 <= result["dice"][result["primary_predictor"]]["mean"] <= 1
         assert (path.parent / "config.yaml").exists() and (path.parent / "logs" / "metrics.csv").exists()
+        assert "val_dice" not in result  # data.n_val: 0, so nothing was validated
 
     table = (out / "results.md").read_text()
     for label in ("Baseline (target only)", "MKD: S_syn", "MKD: S_real", "MKD: ensemble"):
@@ -83,6 +84,27 @@ def test_tiny_study_writes_table_csv_and_chart_and_skips_finished_runs(tmp_path,
     assert [p.stat().st_mtime_ns for p in results] == mtimes
     assert (out / "results.md").read_text().split("\n\n")[1] == table.split("\n\n")[1]
     assert "0 run(s) trained, 2 reused" in (out / "results.md").read_text()
+
+
+def test_a_run_records_its_last_validation_for_choosing_among_runs(tmp_path, phantom_root):
+    configs, out, runs = tiny_config_dir(tmp_path, phantom_root), tmp_path / "out", tmp_path / "runs"
+    args = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--out", str(out), "--runs-dir",
+            str(runs), "--methods", "mkd", "--steps", "4", "--set", "trainer.val_check_interval=2", "--set", "data.n_val=1"]
+    assert main(args) == 0
+    path = next(runs.glob("mkd-*/fold0-seed0/result.json"))
+    result = json.loads(path.read_text())
+    assert result["val_step"] == 4 and set(result["val_dice"]) == {"syn", "real", "ens"}
+    logged = [r for r in csv.DictReader((path.parent / "logs" / "metrics.csv").open()) if r.get("val/dice_ens")]
+    assert [int(r["step"]) for r in logged] == [1, 3]  # Lightning logs a validation at step - 1
+    assert result["val_dice"]["ens"]["mean"] == pytest.approx(float(logged[-1]["val/dice_ens"]), rel=1e-5)
+    assert result["val_dice"]["ens"]["mean"] != pytest.approx(result["dice"]["ens"]["mean"], rel=1e-9)  # not the test
+    curve = result["val_curve"]
+    assert curve["step"] == [2, 4] and set(curve) == {"step", "syn", "real", "ens"}
+    assert curve["ens"] == pytest.approx([float(r["val/dice_ens"]) for r in logged], rel=1e-5)
+    rows = {r["predictor"]: r for r in csv.DictReader((out / "runs.csv").open())}
+    assert float(rows["real"]["val_dice"]) == pytest.approx(result["val_dice"]["real"]["mean"], rel=1e-5)
+    assert rows["real"]["val_step"] == "4"
+    assert rows["real"]["val_curve"] == " ".join(f"{s}:{v:.4f}" for s, v in zip(curve["step"], curve["real"]))
 
 
 def test_unfinished_run_is_redone_and_a_failure_does_not_stop_the_others(tmp_path, phantom_root, monkeypatch):

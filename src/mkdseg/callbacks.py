@@ -51,9 +51,9 @@ class DiceTableCallback(L.Callback):
 
 
 class MetricHistory(L.Callback):
-    """Writes every validation's ``val/*`` metrics to ``path`` as JSON, ``{metric: [value per validation]}``:
-    what ``mkdseg sweep`` reads back from each run, whatever the logger (W&B keeps its history in a binary
-    run file with no public offline reader)."""
+    """Writes every validation's ``val/*`` metrics to ``path`` as JSON, ``{metric: [value per validation]}``,
+    and the iteration each was taken after as ``"step"``: what ``mkdseg sweep`` reads back from each run,
+    whatever the logger (W&B keeps its history in a binary run file with no public offline reader)."""
 
     def __init__(self, path: str):
         self.path = Path(path)
@@ -62,6 +62,7 @@ class MetricHistory(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
+        self.history.setdefault("step", []).append(trainer.global_step)
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/"):
                 self.history.setdefault(key, []).append(float(value))

@@ -131,11 +131,11 @@ class SegmentationMethod(L.LightningModule):
         primary = summary.get(self.primary_predictor, {}).get("mean", {}).get("mean", float("nan"))
         if not math.isnan(primary):
             self.log(f"{stage}/dice", primary, prog_bar=True)
-        self._summaries[stage] = {"stage": stage, "rows": rows, "dice": summary}
+        self._summaries[stage] = {"stage": stage, "step": self.global_step, "rows": rows, "dice": summary}
         return self._summaries[stage]
 
     def evaluation_summary(self, stage: str) -> dict:
-        """The latest evaluation of ``stage`` (``"val"`` or ``"test"``): ``{"stage", "rows": per volume,
+        """The latest evaluation of ``stage`` (``"val"`` or ``"test"``): ``{"stage", "step", "rows": per volume,
         structure and predictor, "dice": summarize(rows)}`` (and ``"assd"`` after a test). What callbacks,
         the demo and the benchmark harness report; ``LookupError`` if ``stage`` has not been evaluated."""
         if stage not in self._summaries:
