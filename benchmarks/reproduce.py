@@ -329,7 +329,7 @@ def run_one(spec: RunSpec) -> dict:
         cli = build_cli(["--config", str(config_path)], run=False)
     finally:
         sys.argv = argv
-    history = MetricHistory(str(spec.dir / "val_history.json"))
+    history = MetricHistory(str(spec.dir / "logs" / "val_history.json"))  # result.json keeps it as val_curve
     cli.trainer.callbacks.append(history)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_s = time.perf_counter() - start
