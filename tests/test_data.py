@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -218,3 +220,21 @@ def test_without_the_option_batches_hold_no_paired_rendering(phantom_root):
     dm.prepare_data()
     dm.setup("fit")
     assert set(dm.train_set[0]) == {"x_t", "y_t", "x_a", "y_a", "t_index", "a_index"}
+
+
+def test_the_order_of_training_pairs_follows_the_run_seed_unless_set(phantom_root, monkeypatch):
+    """data.sampler_seed unset takes seed_everything's seed, so a second seed of a run draws other pairs."""
+    def drawn(**options):
+        dm = make_datamodule(phantom_root, augment=False, batch_size=2, **options)
+        dm.setup("fit")
+        pairs = [(int(t), int(a)) for batch in itertools.islice(dm.train_dataloader(), 4)
+                 for t, a in zip(batch["t_index"], batch["a_index"])]
+        return dm.hparams.sampler_seed, pairs
+
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # restored afterwards
+    assert drawn()[0] == 0
+    L.seed_everything(3)
+    seed, pairs = drawn()
+    assert seed == 3 and pairs == drawn(sampler_seed=3)[1]
+    assert pairs != drawn(sampler_seed=0)[1]
+    assert drawn(sampler_seed=5)[0] == 5  # an explicit seed wins

@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+import torch
 import yaml
 
 from mkdseg.cli import VERBS, build_cli, main
@@ -110,3 +111,27 @@ def test_offline_sweep_run_logs_val_dice_to_an_offline_wandb_run(tmp_path, phant
     assert model["lambda_kd_real"] == 0.25 and model["lambda_kd_syn"] == 0.5  # ${args} reached the model
     assert model["gen_filters"] == 4  # the inserted tiny config, not configs/mkd.yaml's 64
     assert "val/dice_ens" in (out / "results.md").read_text()
+
+
+def test_seed_sweep_trains_each_seed_and_ranks_them_with_their_checkpoints(tmp_path, phantom_root, monkeypatch):
+    """configs/sweeps/seeds.yaml: one run per seed, the seed reaching the data order too (the checkpoint's
+    data hyper-parameters), ranked by validation Dice with the checkpoint each run kept."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = load_sweep(SWEEPS / "seeds.yaml")
+    assert config["metric"] == {"name": "val/dice_ens", "goal": "maximize"}
+    assert [p["seed_everything"] for p in proposals(config)] == [0, 1]
+    tiny = tiny_config(tmp_path, phantom_root, max_steps=2)
+    out = tmp_path / "seeds"
+    assert main(["sweep", str(SWEEPS / "seeds.yaml"), "--out", str(out), "--config", str(tiny),
+                 "--trainer.val_check_interval=2"]) == 0
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    scores = [float(r["val/dice_ens (last)"]) for r in rows]
+    assert sorted(int(r["seed_everything"]) for r in rows) == [0, 1] and scores == sorted(scores, reverse=True)
+    for row in rows:
+        (checkpoint,) = row["checkpoint"].split()
+        assert checkpoint.startswith(str(out / f"run00{row['seed_everything']}"))
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        assert saved["datamodule_hyper_parameters"]["sampler_seed"] == int(row["seed_everything"])

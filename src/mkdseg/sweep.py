@@ -19,7 +19,9 @@ Each run is the sweep's ``command`` with ``${args}`` expanded exactly as ``wandb
 arguments given here and by a config that logs to an offline ``WandbLogger`` in ``DIR/<run>``, and a
 :class:`~mkdseg.callbacks.MetricHistory` that writes each validation's metrics to ``DIR/<run>/metrics.json``.
 At the end the runner prints, and writes to ``DIR/results.md`` and ``DIR/results.csv``, the sweep
-metric of every run: its last value (the W&B summary, which a W&B sweep optimises) and its best.
+metric of every run: its last value (the W&B summary, which a W&B sweep optimises) and its best, ranked
+best first, with the checkpoints each run kept on validation (``checkpoint``). ``configs/sweeps/seeds.yaml``
+uses this to train two seeds of one run and keep the better.
 """
 
 from __future__ import annotations
@@ -244,6 +246,9 @@ def run_sweep(config: dict, extra: list[str], out: Path, max_runs: int | None = 
         if values:
             best = max(values) if config.get("metric", {}).get("goal") == "maximize" else min(values)
             row.update({f"{metric} (last)": values[-1], f"{metric} (best)": best})
+        kept = best_checkpoints(run_dir)
+        if kept:
+            row["checkpoint"] = " ".join(str(p) for p in kept)
         if offline:
             row["wandb run"] = str(offline[-1])  # to upload: wandb sync <this folder>
         print(f"  -> {row['status']}" + (f", {metric} = {row[f'{metric} (last)']:.4f}" if f"{metric} (last)" in row else ""), flush=True)
@@ -251,6 +256,12 @@ def run_sweep(config: dict, extra: list[str], out: Path, max_runs: int | None = 
     if not dry_run:
         write_results(results, out, config)
     return results
+
+
+def best_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints a run kept on its validation metric: every ``*.ckpt`` under ``run_dir`` but the
+    ``last*.ckpt`` that ``ModelCheckpoint(save_last=True)`` writes."""
+    return sorted(p for p in run_dir.rglob("*.ckpt") if not p.name.startswith("last"))
 
 
 def write_results(results: list[dict], out: Path, config: dict) -> str:

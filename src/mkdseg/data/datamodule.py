@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from pathlib import Path
@@ -45,6 +46,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         batch_size: pairs per training batch.
         samples_per_epoch: training pairs per epoch; ``None`` = max(#target, #assistant slices), CycleGAN's epoch.
         augment, max_rotation, flip_prob: random flips and in-plane rotations (degrees).
+        sampler_seed: seed of the order the training pairs are drawn in; ``None`` = the run's seed
+            (``seed_everything``), so that a second seed of a run changes its data order too.
         flip_axes: anatomical axes a slice may be mirrored along (``LR``, ``AP``, ``SI``), each with
             ``flip_prob``, whatever array axis they lie on (the cache records each slice's layout).
             ``None``: ``[LR]``, unless a structure is named left or right (a mirrored right kidney
@@ -76,7 +79,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         max_rotation: float = 15.0,
         flip_prob: float = 0.5,
         flip_axes: list[str] | None = None,
-        sampler_seed: int = 0,
+        sampler_seed: int | None = None,
         phantom_subjects: int = 20,
         phantom_slices: int = 32,
         phantom_seed: int = 0,
@@ -108,7 +111,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         if target == assistant:
             raise ValueError(f"data.target and data.assistant must differ, both are {target!r}")
         self.save_hyperparameters()
-        self.hparams.update(source=source, target=target, assistant=assistant)  # as resolved
+        sampler_seed = run_seed() if sampler_seed is None else sampler_seed
+        self.hparams.update(source=source, target=target, assistant=assistant, sampler_seed=sampler_seed)  # as resolved
         self.train_set: UnpairedSliceDataset | None = None
 
     def _describe(self, source: str) -> CacheInfo:
@@ -296,3 +300,11 @@ class UnpairedSliceDataModule(L.LightningDataModule):
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{option} must be one of {choices}, got {value!r}")
+
+
+def run_seed() -> int:
+    """The seed ``seed_everything`` gave this run (LightningCLI's ``seed_everything``), or 0 if none was set.
+
+    Lightning records it in the environment, where it also reaches DDP's other ranks."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else 0
