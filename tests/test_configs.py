@@ -64,3 +64,15 @@ def test_translator_overlay_changes_only_the_gan_learning_rates(tmp_path):
     assert (overlaid.lr_gen, overlaid.lr_disc) == (4 * plain.lr_gen, 4 * plain.lr_disc) == (8e-4, 8e-4)
     assert {k: v for k, v in overlaid.items() if k not in ("lr_gen", "lr_disc")} == {
         k: v for k, v in plain.items() if k not in ("lr_gen", "lr_disc")}
+
+
+def test_30min_translator_overlay_adds_the_decay_and_the_longer_run_only(tmp_path):
+    plain = _build("demo.yaml", tmp_path=tmp_path)
+    overlaid = _build("demo.yaml", "translator_cpu_30min.yaml", tmp_path=tmp_path)
+    changed = ("lr_gen", "lr_disc", "gan_lr_decay")
+    hp = overlaid.model.hparams
+    assert (hp.lr_gen, hp.lr_disc, hp.gan_lr_decay) == (8e-4, 8e-4, "linear") != (
+        plain.model.hparams.lr_gen, plain.model.hparams.lr_disc, plain.model.hparams.gan_lr_decay)
+    assert {k: v for k, v in hp.items() if k not in changed} == {
+        k: v for k, v in plain.model.hparams.items() if k not in changed}
+    assert (overlaid.trainer.max_steps, plain.trainer.max_steps) == (6000, 600)
