@@ -23,6 +23,10 @@ Configs
     and seed (``data.fold``, ``seed_everything`` and ``data.sampler_seed``); ``model.init_args`` keeps the
     options the method's class accepts. It is written to the run's folder and given to LightningCLI
     (``mkdseg.cli.build_cli``) in this process: fit, then test of the final weights on the held-out fold.
+    ``--test-weights best`` tests instead the weights of the fit's best validation (``val/dice``, the method's
+    primary predictor, on ``data.n_val`` subjects of the training fold), as ``configs/mkd.yaml``'s checkpoint
+    gives a user; the final weights' test stays in ``result.json`` as ``dice_last``. Its runs are other runs
+    (the checkpoint callback is part of the config and so of the run's folder name).
 
 Iteration budget
     ``trainer.max_steps`` (or ``--steps``) is N, the iterations of every method's final stage. A method
@@ -258,6 +262,22 @@ def compose(
     return config
 
 
+BEST_CHECKPOINT = {  # keeps the weights of the best validation of the fit (``val/dice``: the primary predictor's)
+    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+    "init_args": {"monitor": "val/dice", "mode": "max", "save_top_k": 1, "filename": "best-{step}"},
+}
+
+
+def with_best_checkpoint(config: dict) -> dict:
+    """``config`` whose test is of the weights of its best validation instead of its final ones (the run's
+    ``dice``; the final weights' test is kept as ``dice_last``): what ``configs/mkd.yaml`` gives a user."""
+    config = copy.deepcopy(config)
+    trainer = config.setdefault("trainer", {})
+    trainer["enable_checkpointing"] = True
+    trainer["callbacks"] = [*(trainer.get("callbacks") or []), copy.deepcopy(BEST_CHECKPOINT)]
+    return config
+
+
 def check_shared_options(base: dict, sets: list[tuple[str, object]]) -> None:
     """Every model option of the base and of ``--set`` must be one of some method (catches typos)."""
     import mkdseg.methods as methods
@@ -335,6 +355,11 @@ def run_one(spec: RunSpec) -> dict:
     fit_s = time.perf_counter() - start
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the final weights
     summary = cli.model.evaluation_summary("test")
+    best = _best_checkpoint(cli.trainer)
+    if best is not None:  # --test-weights best: the final weights' Dice stays in the record as dice_last
+        last_dice = _means(summary["dice"])
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best.best_model_path, verbose=False)
+        summary = cli.model.evaluation_summary("test")
     result = {
         "config": spec.config_name,
         "key": spec.key,
@@ -349,6 +374,9 @@ def run_one(spec: RunSpec) -> dict:
         "dice": _means(summary["dice"]),
         "torch_threads": _torch_threads(),
     }
+    if best is not None:
+        result.update(dice_last=last_dice, tested_weights="best validation",
+                      best_val_dice=float(best.best_model_score), best_checkpoint=Path(best.best_model_path).name)
     try:  # the last validation of the fit: what choosing among runs may look at (test subjects never are)
         validation = cli.model.evaluation_summary("val")
         result.update(val_step=validation["step"], val_dice=_means(validation["dice"]),
@@ -357,6 +385,19 @@ def run_one(spec: RunSpec) -> dict:
         pass  # no validation ran within max_steps
     atomic_write_text(spec.result_path, json.dumps(result, indent=1, allow_nan=True))
     return result
+
+
+def _best_checkpoint(trainer):
+    """The harness's best-validation ``ModelCheckpoint`` of a fit, if it has one that saved; else ``None``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor == BEST_CHECKPOINT["init_args"]["monitor"]:
+            if not callback.best_model_path:
+                raise RuntimeError("--test-weights best: no validation ran within trainer.max_steps (is data.n_val 0, or "
+                                   "trainer.val_check_interval past max_steps?), so there are no best weights to test")
+            return callback
+    return None
 
 
 def validation_curve(history: dict[str, list[float]], predictors: list[str]) -> dict[str, list[float]]:
@@ -594,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-assistant", type=int, nargs="+", help="table3: assistant subject counts")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (1 is fastest on a busy CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each in its own process")
+    parser.add_argument("--test-weights", choices=["last", "best"], default="last",
+                        help="test each run's final weights, or those of its best validation (val/dice; needs data.n_val)")
     parser.add_argument("--report-only", action="store_true", help="write the tables from finished runs, train nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -625,6 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         overrides = list(study.overrides.items()) + list(row.overrides)
         config = compose(base, method_configs[row.config], overrides, sets, args.steps)
+        if args.test_weights == "best":
+            config = with_best_checkpoint(config)
         specs[row] = []
         for fold in range(args.folds):
             for seed in range(args.seeds):

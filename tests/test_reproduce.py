@@ -322,3 +322,35 @@ def test_paired_difference_matches_draws_by_fold_and_seed():
     assert compared == 3 and better == 2
     assert mean == pytest.approx((0.05 - 0.02 + 0.15) / 3)
     assert reproduce.paired_difference(method, "ens", [], "seg") is None
+
+
+@pytest.mark.parametrize("method, primary", [("baseline", "seg"), ("mkd", "ens")])  # MKD: six optimizers, manual steps
+def test_best_validation_weights_are_tested_and_the_final_ones_kept(tmp_path, phantom_root, method, primary):
+    configs, out, runs = tiny_config_dir(tmp_path, phantom_root), tmp_path / "out", tmp_path / "runs"
+    args = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--out", str(out), "--runs-dir",
+            str(runs), "--methods", method, "--steps", "6", "--set", "trainer.val_check_interval=2",
+            "--set", "data.n_val=1", "--set", "model.init_args.lr_seg=5.0", "--test-weights", "best"]
+    assert main(args) == 0
+    path = next(runs.glob(f"{method}-*/fold0-seed0/result.json"))
+    result = json.loads(path.read_text())
+    curve = result["val_curve"]
+    best = int(np.argmax(curve[primary]))
+    assert result["tested_weights"] == "best validation"
+    assert result["best_val_dice"] == pytest.approx(max(curve[primary]), rel=1e-5)
+    assert result["best_checkpoint"] == f"best-step={curve['step'][best]}.ckpt"
+    assert (path.parent / "logs" / "checkpoints" / result["best_checkpoint"]).is_file()
+    # lr_seg 5 makes these 6 steps erratic, so that the best validation is not the last one and the two tests differ
+    assert curve["step"][best] != curve["step"][-1]
+    assert result["dice"][primary]["mean"] != pytest.approx(result["dice_last"][primary]["mean"], rel=1e-6)
+    # the last-weights run of the same config is a different run (its own folder), not this one reused
+    assert main(args[:-2]) == 0
+    assert len(list(runs.glob(f"{method}-*/fold0-seed0/result.json"))) == 2
+
+
+def test_best_validation_weights_without_validation_is_a_clear_error(tmp_path, phantom_root):
+    configs, runs = tiny_config_dir(tmp_path, phantom_root), tmp_path / "runs"
+    args = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--out", str(tmp_path / "out"),
+            "--runs-dir", str(runs), "--methods", "baseline", "--steps", "2", "--set", "data.n_val=0", "--test-weights", "best"]
+    assert main(args) == 1
+    error = next(runs.glob("baseline-*/fold0-seed0/error.txt")).read_text()
+    assert "no validation ran" in error and "data.n_val" in error
