@@ -407,6 +407,16 @@ def validation_curve(history: dict[str, list[float]], predictors: list[str]) -> 
     return curve
 
 
+def tested_validation(result: dict, predictor: str) -> dict:
+    """``{"val_dice", "val_step"}`` of the weights a run tested: its last validation, or with ``--test-weights
+    best`` the best one (``best-step=N.ckpt``), so that choosing among runs on ``val_dice`` sees the tested weights."""
+    if "best_checkpoint" not in result:
+        return {"val_dice": result.get("val_dice", {}).get(predictor, {}).get("mean"), "val_step": result.get("val_step")}
+    step = int(Path(result["best_checkpoint"]).stem.split("best-step=")[-1])
+    curve = result["val_curve"]
+    return {"val_dice": curve[predictor][curve["step"].index(step)], "val_step": step}
+
+
 def curve_cell(curve: dict[str, list[float]], predictor: str) -> str:
     """A predictor's validation curve as one runs.csv cell: ``"step:dice step:dice ..."``."""
     return " ".join(f"{step}:{value:.4f}" for step, value in zip(curve.get("step", []), curve.get(predictor, [])))
@@ -577,8 +587,9 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
                 "study": study.name, "row": row.label, "config": spec.config_name, "key": spec.key, "fold": spec.fold,
                 "seed": spec.seed, "predictor": row.predictor, "mean_dice": dice.get("mean"),
                 **{s: dice.get(s) for s in structures},
-                "val_dice": result.get("val_dice", {}).get(row.predictor, {}).get("mean"),
-                "val_step": result.get("val_step"), "val_curve": curve_cell(result.get("val_curve", {}), row.predictor),
+                **tested_validation(result, row.predictor),
+                "val_curve": curve_cell(result.get("val_curve", {}), row.predictor),
+                "mean_dice_last": result.get("dice_last", {}).get(row.predictor, {}).get("mean"),
                 "global_step": result["global_step"],
                 "fit_s": result["fit_s"], "total_s": result["total_s"], "run_dir": str(spec.dir),
             })
@@ -586,7 +597,7 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
     out.mkdir(parents=True, exist_ok=True)
     with (out / "runs.csv").open("w", newline="") as f:
         fields = ["study", "row", "config", "key", "fold", "seed", "predictor", "mean_dice", *structures,
-                  "val_dice", "val_step", "val_curve", "global_step", "fit_s", "total_s", "run_dir"]
+                  "val_dice", "val_step", "val_curve", "mean_dice_last", "global_step", "fit_s", "total_s", "run_dir"]
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in csv_rows:

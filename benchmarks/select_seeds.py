@@ -30,6 +30,7 @@ from pathlib import Path
 from mkdseg.io import atomic_write_text
 
 REQUIRED = {"row", "fold", "seed", "mean_dice", "val_dice", "global_step", "fit_s", "total_s"}
+OPTIONAL = {"val_curve", "mean_dice_last"}  # columns a later benchmarks.reproduce added: files with and without mix
 
 
 def read_runs(paths: list[Path]) -> tuple[list[str], list[dict]]:
@@ -45,9 +46,9 @@ def read_runs(paths: list[Path]) -> tuple[list[str], list[dict]]:
             if missing:
                 raise ValueError(f"{path}: no column {', '.join(sorted(missing))} (written before benchmarks.reproduce "
                                  "recorded validation: the study's command, run again, rewrites it)")
-            if fields is not None and reader.fieldnames != fields:
+            if fields is not None and set(reader.fieldnames) - OPTIONAL != set(fields) - OPTIONAL:
                 raise ValueError(f"{path}: its columns differ from {paths[0]}'s (studies of different structures?)")
-            fields = list(reader.fieldnames)
+            fields = [*(fields or []), *(c for c in reader.fieldnames if c not in (fields or []))]
             records += [dict(r, source=str(path)) for r in reader]
     return fields or [], records
 

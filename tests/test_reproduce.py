@@ -342,6 +342,10 @@ def test_best_validation_weights_are_tested_and_the_final_ones_kept(tmp_path, ph
     # lr_seg 5 makes these 6 steps erratic, so that the best validation is not the last one and the two tests differ
     assert curve["step"][best] != curve["step"][-1]
     assert result["dice"][primary]["mean"] != pytest.approx(result["dice_last"][primary]["mean"], rel=1e-6)
+    rows = {r["predictor"]: r for r in csv.DictReader((out / "runs.csv").open())}
+    assert rows[primary]["val_step"] == str(curve["step"][best])  # what choosing among runs sees: the tested weights
+    assert float(rows[primary]["val_dice"]) == pytest.approx(curve[primary][best], rel=1e-5)
+    assert float(rows[primary]["mean_dice_last"]) == pytest.approx(result["dice_last"][primary]["mean"], rel=1e-5)
     # the last-weights run of the same config is a different run (its own folder), not this one reused
     assert main(args[:-2]) == 0
     assert len(list(runs.glob(f"{method}-*/fold0-seed0/result.json"))) == 2

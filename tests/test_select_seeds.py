@@ -116,3 +116,22 @@ def test_choosing_early_costs_the_others_only_up_to_there(tmp_path):
     assert main([str(runs), "--at-step", "500", "--out", str(out)]) == 2  # no validation there
     with pytest.raises(SystemExit):
         main([str(runs), "--at-step", "0", "--out", str(out)])
+
+
+def test_files_with_and_without_the_later_columns_combine_but_other_structures_do_not(tmp_path, capsys):
+    older = write_runs(tmp_path / "older.csv", "MKD", {(0, 0): (0.7, 0.6)})
+    newer = tmp_path / "newer.csv"  # a later harness adds mean_dice_last (--test-weights best)
+    rows = read(write_runs(tmp_path / "tmp.csv", "MKD", {(0, 1): (0.5, 0.8)}))
+    with newer.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*FIELDS, "mean_dice_last"])
+        writer.writeheader()
+        writer.writerows([dict(r, mean_dice_last=0.4) for r in rows])
+    out = tmp_path / "sel.csv"
+    assert main([str(older), str(newer), "--out", str(out)]) == 0
+    (chosen,) = read(out)
+    assert chosen["chosen_seed"] == "1" and chosen["mean_dice_last"] == "0.4"
+
+    other = tmp_path / "other.csv"
+    other.write_text(older.read_text().replace(",liver,", ",spleen,"))
+    assert main([str(older), str(other), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "other.csv: its columns differ" in capsys.readouterr().err
