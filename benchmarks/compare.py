@@ -18,8 +18,13 @@ from pathlib import Path
 Draw = tuple[int, int]
 
 
-def load_rows(paths: list[Path]) -> dict[str, dict[Draw, dict]]:
-    """``{row label: {(fold, seed): {"dice": percent, "fit_s": seconds}}}`` from the studies' runs.csv files."""
+FINAL_WEIGHTS = " (final weights)"
+
+
+def load_rows(paths: list[Path], final_weights: bool = False) -> dict[str, dict[Draw, dict]]:
+    """``{row label: {(fold, seed): {"dice": percent, "fit_s": seconds}}}`` from the studies' runs.csv files;
+    ``final_weights``: also, for runs that tested their best-validation weights (``--test-weights best``), a row
+    ``"<label> (final weights)"`` of the same runs' final weights (``mean_dice_last``)."""
     rows: dict[str, dict[Draw, dict]] = {}
     origin: dict[tuple[str, Draw], Path] = {}
     for path in paths:
@@ -41,6 +46,9 @@ def load_rows(paths: list[Path]) -> dict[str, dict[Draw, dict]]:
                 origin[label, draw] = path
                 rows.setdefault(label, {})[draw] = {"dice": 100 * float(record["mean_dice"]),
                                                     "fit_s": float(record["fit_s"])}
+                if final_weights and record.get("mean_dice_last"):
+                    rows.setdefault(label + FINAL_WEIGHTS, {})[draw] = {"dice": 100 * float(record["mean_dice_last"]),
+                                                                        "fit_s": float(record["fit_s"])}
     return rows
 
 
@@ -79,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="runs.csv files of benchmarks.reproduce studies")
     parser.add_argument("--reference", default="Baseline (target only)", help="the row every other is paired with")
+    parser.add_argument("--final-weights", action="store_true",
+                        help=f"also a row '<row>{FINAL_WEIGHTS}' for runs that tested their best validation's weights")
     args = parser.parse_args(argv)
     try:
-        table = compare(load_rows(args.runs), args.reference)
+        table = compare(load_rows(args.runs, args.final_weights), args.reference)
     except (FileNotFoundError, ValueError) as error:
         print(f"benchmarks.compare: {error}", file=sys.stderr)
         return 2

@@ -73,3 +73,16 @@ def test_prints_a_markdown_table(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| row | mean ± std | paired vs Baseline |")
     assert lines[3] == "| Joint | 46.50 ± 1.50 | +1.50 | 1/2 | (0,0) +5.00, (0,1) -2.00 | 2 | 10 |"
+
+
+def test_final_weights_of_best_validation_runs_become_their_own_row(tmp_path):
+    path = tmp_path / "best.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*FIELDS, "mean_dice_last"])
+        writer.writeheader()
+        for fold, (best, last) in enumerate([(0.60, 0.55), (0.50, 0.52)]):
+            writer.writerow({"row": "Joint", "fold": fold, "seed": 0, "mean_dice": best, "mean_dice_last": last, "fit_s": 5})
+    assert set(load_rows([path])) == {"Joint"}
+    table = {e["row"]: e for e in compare(load_rows([path], final_weights=True), "Joint (final weights)")}
+    assert table["Joint"]["per_draw"] == pytest.approx({(0, 0): 5.0, (1, 0): -2.0})
+    assert table["Joint (final weights)"]["mean"] == pytest.approx(53.5)
