@@ -76,3 +76,18 @@ def test_30min_translator_overlay_adds_the_decay_and_the_longer_run_only(tmp_pat
     assert {k: v for k, v in hp.items() if k not in changed} == {
         k: v for k, v in plain.model.hparams.items() if k not in changed}
     assert (overlaid.trainer.max_steps, plain.trainer.max_steps) == (6000, 600)
+
+
+@pytest.mark.parametrize("method", ["JointTraining", "FineTune", "MKDModule"])
+def test_demo_config_keeps_the_best_validation_checkpoint_of_any_method(tmp_path, phantom_root, method):
+    """The README runs every method with configs/demo.yaml: its ModelCheckpoint must monitor a metric each logs."""
+    build_cli([
+        "fit", "--config", str(REPO / "configs" / "demo.yaml"), f"--model.class_path=mkdseg.methods.{method}",
+        "--model.init_args.seg_channels=[4, 8, 16]", "--model.init_args.seg_strides=[2, 2]",
+        "--trainer.max_steps=4", "--trainer.val_check_interval=2", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+        f"--data.root={phantom_root}", "--data.image_size=32", "--data.phantom_subjects=4", "--data.phantom_slices=8",
+        "--data.batch_size=2", "--data.samples_per_epoch=4",
+    ])
+    best = list((tmp_path / "checkpoints").glob("best-step=*.ckpt"))
+    assert len(best) == 1 and best[0].name in ("best-step=2.ckpt", "best-step=4.ckpt")
