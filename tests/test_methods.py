@@ -16,6 +16,7 @@ from mkdseg.methods import (
     Baseline, FineTune, JointTraining, MKDModule, MKDNoAlignment, MKDOracleTranslation, OfflineOracleTranslation,
     OfflineTranslation, OnlineTranslation, OnlineTranslationEnsemble, XShape,
 )
+from mkdseg.methods.shared import make_segmentor, segment_together
 from mkdseg.nets.xshape import XShapeNet
 
 from conftest import TINY_MODEL, make_datamodule, quiet_trainer
@@ -305,3 +306,14 @@ def test_fit_and_test_through_the_cli(name, tmp_path, phantom_root):
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(restored.predict_proba(x), cli.model.eval().predict_proba(x), atol=1e-6)
+
+
+def test_segmenting_two_batches_together_gives_each_its_own_logits():
+    """The segmentor phases run one forward of their two batches (``segment_together``): right only
+    while a slice's logits do not depend on the other slices of the batch (per-sample normalisation)."""
+    seg = make_segmentor(MKDModule(**TINY_GAN).hparams, num_classes=4)
+    b = batch()
+    together_a, together_t = segment_together(seg, b["x_a"], b["x_t"][:1])
+    assert together_a.shape[0] == b["x_a"].shape[0] and together_t.shape[0] == 1
+    assert torch.allclose(together_a, seg(b["x_a"]), atol=1e-5)
+    assert torch.allclose(together_t, seg(b["x_t"][:1]), atol=1e-5)

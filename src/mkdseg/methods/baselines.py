@@ -18,7 +18,7 @@ import torch
 
 from mkdseg.losses import supervised_loss
 from mkdseg.methods.manual import check_image_size
-from mkdseg.methods.shared import SegmentorMethod, make_segmentor
+from mkdseg.methods.shared import SegmentorMethod, make_segmentor, segment_together
 from mkdseg.nets.xshape import XShapeNet
 
 
@@ -79,10 +79,9 @@ class JointTraining(_OneSegmentor):
     ``loss_seg = sup(assistant) + sup(target)``."""
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        n = batch["x_a"].shape[0]
-        logits = self.seg(torch.cat([batch["x_a"], batch["x_t"]]))
-        loss_a = supervised_loss(logits[:n], batch["y_a"])
-        loss_t = supervised_loss(logits[n:], batch["y_t"])
+        logits_a, logits_t = segment_together(self.seg, batch["x_a"], batch["x_t"])
+        loss_a = supervised_loss(logits_a, batch["y_a"])
+        loss_t = supervised_loss(logits_t, batch["y_t"])
         return {"loss_seg": loss_a + loss_t, "loss_seg_a": loss_a, "loss_seg_t": loss_t}
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from mkdseg.losses import distillation_loss, supervised_loss
 from mkdseg.methods.cyclegan import CycleGANMethod
 from mkdseg.methods.manual import frozen
+from mkdseg.methods.shared import segment_together
 from mkdseg.nets import ResidualUNet
 
 OPTIMIZER_ORDER = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
@@ -26,10 +27,8 @@ def mutual_distillation_losses(s_syn: nn.Module, s_real: nn.Module, fake_t, y_a,
     L_seg^real = sup(S_real(x_t), y_t) + lambda_kd_real * H(S_syn(fake_t), S_real(fake_t));
     L_seg^syn = sup(S_syn(fake_t), y_a) + lambda_kd_syn * H(S_real(x_t), S_syn(x_t)); teachers detached.
     """
-    logits_syn_fake = s_syn(fake_t)
-    logits_real_fake = s_real(fake_t)
-    logits_real_t = s_real(x_t)
-    logits_syn_t = s_syn(x_t)
+    logits_syn_fake, logits_syn_t = segment_together(s_syn, fake_t, x_t)
+    logits_real_fake, logits_real_t = segment_together(s_real, fake_t, x_t)
     real_sup = supervised_loss(logits_real_t, y_t)
     kd_syn2real = distillation_loss(logits_syn_fake, logits_real_fake, temperature)
     syn_sup = supervised_loss(logits_syn_fake, y_a)

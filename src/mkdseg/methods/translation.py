@@ -19,7 +19,7 @@ from torch import nn
 from mkdseg.losses import supervised_loss
 from mkdseg.methods.cyclegan import CycleGANMethod
 from mkdseg.methods.manual import frozen
-from mkdseg.methods.shared import make_segmentor
+from mkdseg.methods.shared import make_segmentor, segment_together
 
 
 class OfflineTranslation(CycleGANMethod):
@@ -69,8 +69,9 @@ class OfflineTranslation(CycleGANMethod):
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
         with torch.no_grad():
             fake_t = self.g_at(x_a)
-        loss_syn = supervised_loss(self.seg(fake_t), y_a)
-        loss_real = supervised_loss(self.seg(x_t), y_t)
+        logits_syn, logits_real = segment_together(self.seg, fake_t, x_t)
+        loss_syn = supervised_loss(logits_syn, y_a)
+        loss_real = supervised_loss(logits_real, y_t)
         loss = loss_syn + loss_real
         self._step(loss, "seg", count_last=True)
         self.log_losses({"loss_seg": loss, "loss_seg_syn": loss_syn, "loss_seg_real": loss_real}, batch)
@@ -154,10 +155,12 @@ class OnlineTranslation(CycleGANMethod):
         losses: dict[str, torch.Tensor] = {}
         total = 0.0
         for name, s in zip(self.target_segmentor_names(), self.target_segmentors()):
-            real, syn = supervised_loss(s(x_t), y_t), supervised_loss(s(fake_t), y_a)
+            logits_real, logits_syn = segment_together(s, x_t, fake_t)
+            real, syn = supervised_loss(logits_real, y_t), supervised_loss(logits_syn, y_a)
             losses[f"loss_seg_{name}_real"], losses[f"loss_seg_{name}_syn"] = real, syn
             total = total + real + syn
-        real_a, syn_a = supervised_loss(self.s_a(x_a), y_a), supervised_loss(self.s_a(fake_a), y_t)
+        logits_real_a, logits_syn_a = segment_together(self.s_a, x_a, fake_a)
+        real_a, syn_a = supervised_loss(logits_real_a, y_a), supervised_loss(logits_syn_a, y_t)
         losses["loss_seg_s_a_real"], losses["loss_seg_s_a_syn"] = real_a, syn_a
         return {"loss_seg": total + real_a + syn_a, **losses}
 
