@@ -7,7 +7,8 @@ G_at and G_ta twice each (the four translations), D_t and D_a three times each (
 update, twice in their own), S_syn three times (once frozen in the generator update: the λ_sup term; twice in
 the segmentor update) and S_real twice. For each network this times forward + backward on one batch, and
 two batches run separately against the same two as one concatenated batch (the paired forwards of an
-iteration, e.g. S_syn on ``fake_t`` and on ``x_t``, could be batched: with instance norm the result is the same).
+iteration, e.g. S_syn on ``fake_t`` and on ``x_t``, can be batched: with instance norm the result is the same;
+the segmentor updates do so since :func:`mkdseg.methods.shared.segment_together`).
 
 The generator update's S_syn forward on ``fake_t`` and the segmentor update's are the same numbers (S_syn does
 not change in between); the ``shared S_syn forward`` line is the most sharing them could save.
