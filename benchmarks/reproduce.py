@@ -15,6 +15,11 @@ Studies
     table3  MKD with n_assistant assistant subjects (the paper's 5, 10, 20 of 20 MR, scaled to the data's
             assistant subject count: 3, 6, 12 on a 12-subject phantom), plus the baseline for reference.
     table4  table1's methods with the direction swapped (target MR, assistant CT).
+    appearance
+            randomised appearance (``data.appearance``: GIN, class-wise location-scale) as an option of joint
+            training, fine-tune, the baseline and MKD without alignment (MKD whose image alignment module is
+            GIN), each paired against joint training; ``--set data.target=mri --set data.assistant=ct`` swaps
+            the direction, ``--set data.n_target=6`` gives more labels.
 
 Configs
     ``--config-dir`` (default ``configs/bench``) holds ``base.yaml`` (trainer, data and every network
@@ -101,6 +106,7 @@ class Study:
     title: str
     rows: list[Row]
     overrides: dict = field(default_factory=dict)  # for every row
+    reference: str = "Baseline (target only)"  # the row label every other row is paired against
 
 
 def _table1_rows() -> list[Row]:
@@ -145,6 +151,28 @@ def _table3_rows(n_values: list[int]) -> list[Row]:
     return rows
 
 
+def _restyled(kind: str, on: str) -> tuple[tuple[str, object], ...]:
+    return (("data.appearance", kind), ("data.appearance_on", on))
+
+
+def _appearance_rows() -> list[Row]:
+    """Randomised appearance (issue 23) against joint training: each option beside the same method without it."""
+    gin_a, gin_both, gin_t = _restyled("gin", "assistant"), _restyled("gin", "both"), _restyled("gin", "target")
+    return [
+        Row("Joint training", "joint", "seg"),
+        Row("Joint + GIN on assistant", "joint", "seg", gin_a),
+        *(Row(f"MKD, GIN alignment: {name}", "mkd_no_alignment", p, gin_a)
+          for name, p in (("S_syn", "syn"), ("S_real", "real"), ("ensemble", "ens"))),
+        Row("Joint + GIN on both", "joint", "seg", gin_both),
+        Row("Joint + class-wise location-scale on assistant", "joint", "seg", _restyled("class_location_scale", "assistant")),
+        Row("MKD w/o alignment: ensemble", "mkd_no_alignment", "ens"),
+        Row("Baseline (target only)", "baseline", "seg"),
+        Row("Baseline + GIN on target", "baseline", "seg", gin_t),
+        Row("Fine-tune", "finetune", "seg"),
+        Row("Fine-tune + GIN on assistant", "finetune", "seg", gin_a),
+    ]
+
+
 def make_study(name: str, base: dict, n_assistant: list[int] | None = None) -> Study:
     data = base.get("data", {})
     if name == "table1":
@@ -163,10 +191,12 @@ def make_study(name: str, base: dict, n_assistant: list[int] | None = None) -> S
             overrides["data.root"] = f"{data.get('root', 'data_cache/phantom')}_{target}_target"
         rows = [Row(r.label, r.config, r.predictor, r.overrides) for r in _table1_rows()]  # the paper's numbers are for CT
         return Study(name, f"Table 4: direction swapped ({target.upper()} target, {assistant.upper()} assistant)", rows, overrides)
+    if name == "appearance":
+        return Study(name, "Randomised appearance against joint training", _appearance_rows(), reference="Joint training")
     raise ValueError(f"unknown study {name!r}; choose one of {STUDY_NAMES}")
 
 
-STUDY_NAMES = ("table1", "table2", "table3", "table4")
+STUDY_NAMES = ("table1", "table2", "table3", "table4", "appearance")
 
 
 # -- configs -------------------------------------------------------------------------------------
@@ -474,12 +504,12 @@ def table_structures(table: list[dict]) -> list[str]:
     return [k for k in table[0]["cells"] if k != "mean"] if table else []
 
 
-def aggregate(rows: list[Row], results: dict[Row, list[dict]]) -> list[dict]:
+def aggregate(rows: list[Row], results: dict[Row, list[dict]], reference_label: str = Study.reference) -> list[dict]:
     """Per row: mean, std (over runs) and count of the run-level mean Dice and each structure's, and the
-    paired difference to the baseline row (see :func:`paired_difference`)."""
+    paired difference to the row labelled ``reference_label`` (see :func:`paired_difference`)."""
     table = []
     structures = structures_of(results)
-    reference = next((row for row in rows if row.config == "baseline"), None)
+    reference = next((row for row in rows if row.label == reference_label), None)
     for row in rows:
         runs = [r for r in results.get(row, []) if row.predictor in r["dice"]]
         cells = {}
@@ -490,6 +520,11 @@ def aggregate(rows: list[Row], results: dict[Row, list[dict]]) -> list[dict]:
             paired = paired_difference(runs, row.predictor, results.get(reference, []), reference.predictor)
         table.append({"row": row, "cells": cells, "runs": len(runs), "paired": paired})
     return table
+
+
+def reference_name(study: Study) -> str:
+    """What the paired column is against, as the tables say it."""
+    return "baseline" if study.reference == Study.reference else study.reference.lower()
 
 
 def paired_difference(runs: list[dict], predictor: str, reference_runs: list[dict], reference_predictor: str):
@@ -510,10 +545,10 @@ def _cell(stat: tuple[float, float, int]) -> str:
     return "n/a" if n == 0 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-def markdown_table(table: list[dict], with_paper: bool) -> str:
+def markdown_table(table: list[dict], with_paper: bool, reference: str = "baseline") -> str:
     structures = table_structures(table)
     with_paired = any(entry.get("paired") for entry in table)
-    header = (["Method", "Mean Dice"] + (["vs baseline, paired"] if with_paired else []) + structures
+    header = (["Method", "Mean Dice"] + ([f"vs {reference}, paired"] if with_paired else []) + structures
               + (["Paper (MM-WHS CT)"] if with_paper else []) + ["runs"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in table:
@@ -593,7 +628,7 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
                 "global_step": result["global_step"],
                 "fit_s": result["fit_s"], "total_s": result["total_s"], "run_dir": str(spec.dir),
             })
-    table = aggregate(list(specs), {row: [r for _, r in runs] for row, runs in results.items()})
+    table = aggregate(list(specs), {row: [r for _, r in runs] for row, runs in results.items()}, study.reference)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "runs.csv").open("w", newline="") as f:
         fields = ["study", "row", "config", "key", "fold", "seed", "predictor", "mean_dice", *structures,
@@ -604,10 +639,10 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     # the paper's numbers are MM-WHS cardiac CT: a column beside other data would invite a false comparison
     with_paper = any(r.paper is not None for r in specs) and set(structures) <= {name for name, _ in MMWHS}
-    text = [f"# {study.title}", "", markdown_table(table, with_paper), "",
+    text = [f"# {study.title}", "", markdown_table(table, with_paper, reference_name(study)), "",
             f"Dice (%) on the held-out target fold: mean ± std over {meta['folds']} fold(s) × {meta['seeds']} seed(s) of each "
             "run's mean over test volumes (per structure likewise; std over runs, population). Paired: the mean over "
-            "draws of (this run − the baseline run of the same fold and seed), and in how many draws it was higher.", "",
+            f"draws of (this run − the {reference_name(study)} run of the same fold and seed), and in how many draws it was higher.", "",
             f"- command: `{meta['command']}`",
             f"- configs: base `{meta['base']}`, methods from `{meta['config_dir']}`; runs in `{meta['runs_dir']}`",
             f"- iteration budget N = {meta['budget']} per final stage (staged methods: N more for their first stage)",
@@ -723,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - start, "run_s": run_seconds, "machine": machine_description(),
     }
     table = write_outputs(study, specs, out, meta)
-    print(f"\n{study.title}\n{markdown_table(table, any(r.paper is not None for r in specs))}\n\nwrote {out / 'results.md'}, {out / 'runs.csv'}, {out / 'dice.png'}")
+    print(f"\n{study.title}\n{markdown_table(table, any(r.paper is not None for r in specs), reference_name(study))}\n\nwrote {out / 'results.md'}, {out / 'runs.csv'}, {out / 'dice.png'}")
     return 1 if failed else 0
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mkdseg.data.appearance import RandomAppearance
 from mkdseg.data.cache import CacheInfo, SliceCache
 from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
 from mkdseg.data.splits import load_or_create_folds, train_val_subjects
@@ -57,6 +58,12 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         assistant_as_target: phantom only: batches also hold ``x_a_as_t``, each assistant slice as the
             target modality shows the same anatomy (a perfect translation), for the controls of
             :mod:`mkdseg.methods.oracle`, which bound what image alignment can give.
+        appearance: randomised appearance of training images (:mod:`mkdseg.data.appearance`), re-drawn at
+            every batch where the networks run: ``none`` (the paper), ``gin`` (a random shallow conv net),
+            ``location_scale`` (random global intensity curves) or ``class_location_scale`` (a curve per
+            structure and background). With MKDNoAlignment on the assistant images it is MKD's image
+            alignment module made random; with joint training, a segmentor that must learn shape.
+        appearance_on: which training images it re-styles: ``assistant``, ``target`` or ``both``.
     """
 
     def __init__(
@@ -84,6 +91,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         phantom_slices: int = 32,
         phantom_seed: int = 0,
         assistant_as_target: bool = False,
+        appearance: str = "none",
+        appearance_on: str = "assistant",
     ):
         super().__init__()
         source = LEGACY_SOURCES.get(source, source)
@@ -101,6 +110,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             raise ValueError(f"invalid data sizes: batch_size={batch_size}, num_workers={num_workers}, image_size={image_size}")
         for axis in flip_axes or ():
             _check_choice("data.flip_axes entries", axis, ANATOMICAL_AXES)
+        self.appearance = RandomAppearance(appearance, appearance_on)  # checks both options
         self.root = Path(root)
         self.described = self._describe(source)  # structures, modalities, roles, slicing
         target = target or self.described.roles.get("target")
@@ -239,6 +249,14 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             labels.append(torch.from_numpy(np.array(label[s], dtype=np.int64)))
         spread = np.linspace(0, len(self.assistant_train) - 1, n).round().astype(int).tolist()
         return torch.stack(images), torch.stack(labels), torch.stack([self.assistant_train[i][0] for i in spread])
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches (``x_a``, ``x_t``): re-style their images as ``appearance`` says, on the device the
+        networks run on, drawing from torch's global streams (which checkpoints save: exact on resume).
+        Evaluation batches (whole volumes) are never re-styled."""
+        if isinstance(batch, dict) and "x_t" in batch and self.appearance.keys:
+            return self.appearance(batch, num_classes=len(self.structures) + 1)
+        return batch
 
     # -- loaders -------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
