@@ -63,3 +63,37 @@ def distillation_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor
     teacher = (teacher_logits.detach().float() / temperature).softmax(dim=1)
     # cross-entropy with probability targets: -sum_c p_c log softmax(student)_c, mean over pixels
     return F.cross_entropy(student_logits.float() / temperature, teacher) * temperature**2
+
+
+def prototype_distillation_loss(logits_a: torch.Tensor, labels_a: torch.Tensor, logits_t: torch.Tensor, labels_t: torch.Tensor,
+                                temperature: float = 2.0) -> torch.Tensor:
+    """Dou et al. (2020)'s knowledge distillation between two modalities: for each class, the mean logits over
+    the batch's pixels of that class in each modality, softened by ``temperature`` into a distribution
+    over classes (a class prototype); the loss is the symmetric KL divergence of the two modalities'
+    prototypes, averaged over the classes present in both batches (0 if none is). Both sides get gradients.
+
+    >>> logits = torch.randn(2, 3, 4, 4)
+    >>> labels = torch.randint(0, 3, (2, 4, 4))
+    >>> float(prototype_distillation_loss(logits, labels, logits, labels))
+    0.0
+    """
+    if temperature <= 0:
+        raise ValueError(f"proto_temperature must be > 0, got {temperature}")
+    num_classes = logits_a.shape[1]
+
+    def prototypes(logits, labels):  # [C classes, C logits], and which classes occur
+        onehot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()  # [B, C, H, W]
+        counts = onehot.sum((0, 2, 3))
+        sums = torch.einsum("bkhw,bchw->kc", onehot, logits.float())
+        return sums / counts.clamp_min(1).unsqueeze(1), counts > 0
+
+    proto_a, present_a = prototypes(logits_a, labels_a)
+    proto_t, present_t = prototypes(logits_t, labels_t)
+    both = present_a & present_t
+    if not both.any():
+        return logits_a.sum() * 0.0
+    log_p = F.log_softmax(proto_a[both] / temperature, dim=1)
+    log_q = F.log_softmax(proto_t[both] / temperature, dim=1)
+    kl_pq = (log_p.exp() * (log_p - log_q)).sum(1)
+    kl_qp = (log_q.exp() * (log_q - log_p)).sum(1)
+    return ((kl_pq + kl_qp) / 2).mean()

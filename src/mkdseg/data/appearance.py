@@ -154,7 +154,8 @@ def location_scale(
 @dataclass(frozen=True)
 class RandomAppearance:
     """Re-styles the assistant images, the target images or both of a training batch (``x_a``, ``x_t``,
-    with labels ``y_a``, ``y_t``) with one of :data:`APPEARANCES`; ``none`` leaves the batch alone.
+    with labels ``y_a``, ``y_t``; the unlabelled target images ``x_u``, if any, with the target's and, having
+    no labels, with a global style) with one of :data:`APPEARANCES`; ``none`` leaves the batch alone.
 
     >>> styler = RandomAppearance("gin", "assistant")
     >>> batch = {"x_a": torch.rand(2, 1, 8, 8), "y_a": torch.zeros(2, 8, 8, dtype=torch.long),
@@ -178,7 +179,7 @@ class RandomAppearance:
         """The batch's image keys this re-styles."""
         if self.kind == "none":
             return ()
-        return {"assistant": ("x_a",), "target": ("x_t",), "both": ("x_a", "x_t")}[self.apply_to]
+        return {"assistant": ("x_a",), "target": ("x_t", "x_u"), "both": ("x_a", "x_t", "x_u")}[self.apply_to]
 
     def style(self, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
         if self.kind == "gin":

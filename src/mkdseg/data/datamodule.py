@@ -17,7 +17,7 @@ from mkdseg.data.cache import CacheInfo, SliceCache
 from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
 from mkdseg.data.splits import load_or_create_folds, train_val_subjects
 from mkdseg.labels import DataSpec
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 SOURCES = ("phantom", "cache")
 LEGACY_SOURCES = {"mmwhs": "cache"}  # configs written before any cache was one source
@@ -63,7 +63,11 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             ``location_scale`` (random global intensity curves) or ``class_location_scale`` (a curve per
             structure and background). With MKDNoAlignment on the assistant images it is MKD's image
             alignment module made random; with joint training, a segmentor that must learn shape.
-        appearance_on: which training images it re-styles: ``assistant``, ``target`` or ``both``.
+        appearance_on: which training images it re-styles: ``assistant``, ``target`` (the unlabelled target
+            slices too) or ``both``.
+        unlabelled_target: batches also hold ``x_u``, a slice of the training fold's target subjects beyond
+            ``n_target`` (never the validation or test subjects), whose labels are never read: for the
+            methods that learn from unlabelled target images (:class:`~mkdseg.methods.MeanTeacher`).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         assistant_as_target: bool = False,
         appearance: str = "none",
         appearance_on: str = "assistant",
+        unlabelled_target: bool = False,
     ):
         super().__init__()
         source = LEGACY_SOURCES.get(source, source)
@@ -190,9 +195,15 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             raise ValueError(f"data.n_folds={hp.n_folds} disagrees with the split file's {len(folds)} folds")
         train_ids, test_ids = train_val_subjects(folds, hp.fold)
         train_ids, val_ids = self._set_validation_apart(train_ids)
-        train_ids = train_ids[: hp.n_target] if hp.n_target else train_ids
+        train_ids, unlabelled_ids = (train_ids[: hp.n_target], train_ids[hp.n_target :]) if hp.n_target else (train_ids, [])
         by_id = {r.subject: r for r in targets}
         self.target_train = SliceSet(cache, [by_id[s] for s in train_ids])
+        self.target_unlabelled = None
+        if hp.unlabelled_target:
+            if not unlabelled_ids:
+                raise ValueError(f"data.unlabelled_target: the training fold has no target subject beyond data.n_target="
+                                 f"{hp.n_target} ({len(train_ids)} training subjects after validation); lower data.n_target")
+            self.target_unlabelled = SliceSet(cache, [by_id[s] for s in unlabelled_ids], labelled=False)
         self.assistant_train = SliceSet(cache, assistants[: hp.n_assistant] if hp.n_assistant else assistants)
         self.val_records = [by_id[s] for s in val_ids]
         self.test_records = [by_id[s] for s in test_ids]
@@ -204,8 +215,17 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             paired = [render_record_as(r, hp.target) for r in self.assistant_train.records]
         self.train_set = UnpairedSliceDataset(
             self.target_train, self.assistant_train, hp.augment, hp.max_rotation, hp.flip_prob,
-            flip_axes=self.flip_axes, assistant_as_target=paired,
+            flip_axes=self.flip_axes, assistant_as_target=paired, unlabelled=self.target_unlabelled,
         )
+        rank_zero_info(f"training images: {self.described_training()}")
+
+    def described_training(self) -> str:
+        """Which images the run trains on, in words (the results say which images each method saw)."""
+        text = (f"{len(self.target_train.records)} labelled {self.hparams.target} subject(s), "
+                f"{len(self.assistant_train.records)} labelled {self.hparams.assistant} subject(s)")
+        if self.target_unlabelled is not None:
+            text += f", {len(self.target_unlabelled.records)} unlabelled {self.hparams.target} subject(s)"
+        return text
 
     def _set_validation_apart(self, train_ids: list[str]) -> tuple[list[str], list[str]]:
         """(training subjects, validation subjects) of the training fold; see ``n_val``."""
@@ -270,7 +290,9 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         hp = self.hparams
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = UnpairedSampler(len(self.target_train), len(self.assistant_train), self.samples_per_epoch, hp.sampler_seed, replicas, rank)
+        n_unlabelled = len(self.target_unlabelled) if self.target_unlabelled is not None else 1
+        sampler = UnpairedSampler(len(self.target_train), len(self.assistant_train), self.samples_per_epoch, hp.sampler_seed,
+                                  replicas, rank, n_unlabelled=n_unlabelled)
         epoch, batches_done = self._resume_point(trainer, len(sampler) // hp.batch_size)
         sampler.epoch, sampler.start = epoch, batches_done * hp.batch_size
         return DataLoader(

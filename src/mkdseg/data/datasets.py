@@ -13,14 +13,19 @@ from mkdseg.data.cache import SliceCache, VolumeRecord
 
 
 class SliceSet:
-    """All labelled slices of some cached volumes, addressed by a flat index (arrays stay memory-mapped)."""
+    """All slices of some cached volumes, addressed by a flat index (arrays stay memory-mapped).
 
-    def __init__(self, cache: SliceCache, records: Sequence[VolumeRecord]):
+    ``labelled=False``: the volumes' labels are never read (items are ``(image, None)``): the unlabelled
+    target subjects of the few-label setting, whose label files may well exist in the cache."""
+
+    def __init__(self, cache: SliceCache, records: Sequence[VolumeRecord], labelled: bool = True):
         self.records = list(records)
         self.planes = [cache.plane(r) for r in self.records]  # in-plane anatomical layout of each volume's slices
         self.volumes = [cache.load(r) for r in self.records]
+        if not labelled:
+            self.volumes = [(image, None) for image, _ in self.volumes]
         for r, (_, label) in zip(self.records, self.volumes):
-            if label is None:
+            if labelled and label is None:
                 raise ValueError(f"{cache.root}/{r.image_file}: training volume has no label file")
         self.index = [(v, s) for v, r in enumerate(self.records) for s in range(r.n_slices)]
 
@@ -30,10 +35,11 @@ class SliceSet:
     def plane_of(self, i: int) -> str:
         return self.planes[self.index[i][0]]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         v, s = self.index[i]
         image, label = self.volumes[v]
-        return torch.from_numpy(np.array(image[s], dtype=np.float32))[None], torch.from_numpy(np.array(label[s], dtype=np.int64))
+        image = torch.from_numpy(np.array(image[s], dtype=np.float32))[None]
+        return image, None if label is None else torch.from_numpy(np.array(label[s], dtype=np.int64))
 
     @property
     def subjects(self) -> list[str]:
@@ -42,7 +48,9 @@ class SliceSet:
 
 class UnpairedSampler(DistributedSampler):
     """Draws ``num_samples`` (target slice, assistant slice) pairs per epoch, encoded as one integer
-    ``t * n_assistant + a``, and hands this process its share of them.
+    ``t * n_assistant + a``, and hands this process its share of them. With ``n_unlabelled`` > 1 unlabelled
+    target slices, each pair also gets one, drawn uniformly like the assistant slice: the code is then
+    ``(t * n_assistant + a) * n_unlabelled + u`` (the pairs themselves are drawn as without them).
 
     Target slices are visited in a random order (repeated if ``num_samples`` exceeds them); each one's
     assistant partner is drawn uniformly and independently, anew every epoch, so there is no fixed
@@ -73,7 +81,7 @@ class UnpairedSampler(DistributedSampler):
 
     def __init__(
         self, n_target: int, n_assistant: int, num_samples: int, seed: int = 0,
-        num_replicas: int = 1, rank: int = 0, epoch: int = 0, start: int = 0,
+        num_replicas: int = 1, rank: int = 0, epoch: int = 0, start: int = 0, n_unlabelled: int = 1,
     ):
         # DistributedSampler.__init__ wants a dataset and an initialised process group: not needed here
         if n_target < 1 or n_assistant < 1:
@@ -83,6 +91,7 @@ class UnpairedSampler(DistributedSampler):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in 0..{num_replicas - 1}, got {rank}")
         self.n_target, self.n_assistant, self.samples_per_epoch, self.seed = n_target, n_assistant, num_samples, seed
+        self.n_unlabelled = max(1, n_unlabelled)
         self.num_replicas, self.rank = num_replicas, rank
         self.num_samples = -(-num_samples // num_replicas)
         self.total_size = self.num_samples * num_replicas
@@ -94,17 +103,19 @@ class UnpairedSampler(DistributedSampler):
     def set_epoch(self, epoch: int) -> None:
         """Ignored: the data's epoch is the sampler's own pass count (see the class docstring)."""
 
-    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All ranks' (target, assistant) slice indices of the current epoch, ``samples_per_epoch`` each."""
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All ranks' (target, assistant, unlabelled target) slice indices of the current epoch,
+        ``samples_per_epoch`` each (the last all 0 without unlabelled slices)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         repeats = -(-self.samples_per_epoch // self.n_target)
         target = torch.cat([torch.randperm(self.n_target, generator=g) for _ in range(repeats)])[: self.samples_per_epoch]
         assistant = torch.randint(self.n_assistant, (self.samples_per_epoch,), generator=g)
-        return target, assistant
+        unlabelled = torch.randint(self.n_unlabelled, (self.samples_per_epoch,), generator=g)  # drawn last: the pairs
+        return target, assistant, unlabelled                                                 # stay as without it
 
     def __iter__(self) -> Iterator[int]:
-        target, assistant = self.pairs()
-        codes = (target * self.n_assistant + assistant).tolist()
+        target, assistant, unlabelled = self.pairs()
+        codes = ((target * self.n_assistant + assistant) * self.n_unlabelled + unlabelled).tolist()
         codes = (codes * -(-self.total_size // len(codes)))[: self.total_size]  # equal shares: pad by wrapping around
         share = codes[self.rank : self.total_size : self.num_replicas][self.start :]
         self.epoch, self.start = self.epoch + 1, 0
@@ -123,6 +134,9 @@ class UnpairedSliceDataset(Dataset):
 
     ``flip_axes``: the anatomical axes (``LR``, ``AP``, ``SI``) a slice may be mirrored along; each
     volume's slice layout says which array dims those are.
+
+    ``unlabelled`` (optional, a :class:`SliceSet` with ``labelled=False``): target slices without labels;
+    item ``(t * n_assistant + a) * n_unlabelled + u`` then also holds ``x_u``, unlabelled slice ``u``, augmented.
     """
 
     def __init__(
@@ -134,8 +148,9 @@ class UnpairedSliceDataset(Dataset):
         flip_prob: float = 0.5,
         flip_axes: Sequence[str] = ("LR",),
         assistant_as_target: Sequence[np.ndarray] | None = None,
+        unlabelled: SliceSet | None = None,
     ):
-        self.target, self.assistant = target, assistant
+        self.target, self.assistant, self.unlabelled = target, assistant, unlabelled
         self.flip_axes = tuple(flip_axes)
         self.augment, self.max_rotation, self.flip_prob = augment, max_rotation, flip_prob
         if assistant_as_target is not None and [len(v) for v in assistant_as_target] != [r.n_slices for r in assistant.records]:
@@ -143,7 +158,11 @@ class UnpairedSliceDataset(Dataset):
         self.assistant_as_target = assistant_as_target
 
     def __len__(self) -> int:
-        return len(self.target) * len(self.assistant)
+        return len(self.target) * len(self.assistant) * self.n_unlabelled
+
+    @property
+    def n_unlabelled(self) -> int:
+        return len(self.unlabelled) if self.unlabelled is not None else 1
 
     def _augmented(self, image: torch.Tensor, label: torch.Tensor, plane: str) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.augment:
@@ -151,10 +170,14 @@ class UnpairedSliceDataset(Dataset):
         return random_flip_rotate(image, label, self.max_rotation, self.flip_prob, dims=flip_dims(plane, self.flip_axes))
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        t, a = divmod(int(k), len(self.assistant))
+        pair, u = divmod(int(k), self.n_unlabelled)
+        t, a = divmod(pair, len(self.assistant))
         x_t, y_t = self._augmented(*self.target[t], self.target.plane_of(t))
         x_a, y_a = self.assistant[a]
         item = {"x_t": x_t, "y_t": y_t, "t_index": torch.tensor(t), "a_index": torch.tensor(a)}
+        if self.unlabelled is not None:
+            item["x_u"], _ = self._augmented(self.unlabelled[u][0], None, self.unlabelled.plane_of(u))
+            item["u_index"] = torch.tensor(u)
         if self.assistant_as_target is None:
             item["x_a"], item["y_a"] = self._augmented(x_a, y_a, self.assistant.plane_of(a))
             return item

@@ -3,12 +3,14 @@
 from mkdseg.methods.base import SegmentationMethod, load_method
 from mkdseg.methods.baselines import Baseline, FineTune, JointTraining, XShape
 from mkdseg.methods.mkd import MKDModule
+from mkdseg.methods.mean_teacher import MeanTeacher
 from mkdseg.methods.mkd_ablations import MKDNoAlignment
+from mkdseg.methods.shared_kernel import SharedKernelKD
 from mkdseg.methods.oracle import MKDOracleTranslation, OfflineOracleTranslation
 from mkdseg.methods.translation import OfflineTranslation, OnlineTranslation, OnlineTranslationEnsemble
 
 __all__ = [
-    "Baseline", "FineTune", "JointTraining", "MKDModule", "MKDNoAlignment", "MKDOracleTranslation",
+    "Baseline", "FineTune", "JointTraining", "MKDModule", "MKDNoAlignment", "MeanTeacher", "MKDOracleTranslation",
     "OfflineOracleTranslation", "OfflineTranslation", "OnlineTranslation", "OnlineTranslationEnsemble",
-    "SegmentationMethod", "XShape", "load_method",
+    "SegmentationMethod", "SharedKernelKD", "XShape", "load_method",
 ]

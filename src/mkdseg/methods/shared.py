@@ -84,5 +84,6 @@ class SegmentorMethod(SegmentationMethod):
         return losses["loss_seg"]
 
     def configure_optimizers(self):
-        optimizer = segmentor_optimizer(self.hparams, self.parameters())
+        # networks that follow others instead of learning (a mean teacher) hold parameters without gradients
+        optimizer = segmentor_optimizer(self.hparams, [p for p in self.parameters() if p.requires_grad])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": segmentor_scheduler(self.hparams, optimizer), "interval": "epoch"}}
