@@ -118,3 +118,22 @@ def test_mean_teacher_without_unlabelled_slices_names_the_option(phantom_root):
     model = MeanTeacher(**SEGMENTOR)
     with pytest.raises(ValueError, match="data.unlabelled_target"):
         quiet_trainer(max_steps=1).fit(model, datamodule=make_datamodule(phantom_root))
+
+
+def test_mkd_translator_learns_the_target_appearance_from_the_unlabelled_slices(phantom_root):
+    from conftest import make_model
+
+    L.seed_everything(0)
+    model = make_model()
+    seen = []
+    translate = model.translate
+    model.translate = lambda x_a, x_t: seen.append(x_t) or translate(x_a, x_t)
+    dm = make_datamodule(phantom_root, n_val=0, n_target=1, unlabelled_target=True)
+
+    class Batches(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch)
+
+    quiet_trainer(max_steps=2, callbacks=[Batches()]).fit(model, datamodule=dm)
+    for batch, x_t in zip(seen[0::2], seen[1::2]):
+        assert torch.equal(x_t, batch["x_u"]) and not torch.equal(x_t, batch["x_t"])

@@ -125,6 +125,13 @@ class CycleGANMethod(ManualMethod):
                     self.compiled_networks.add(name)
 
     # -- the alignment module ------------------------------------------------------------------
+    @staticmethod
+    def translator_targets(batch: dict) -> torch.Tensor:
+        """The real target images the translator learns the target's appearance from: the unlabelled target
+        slices when the data holds them (``data.unlabelled_target``: more subjects, and the translator needs
+        no label), else the labelled ones."""
+        return batch.get("x_u", batch["x_t"])
+
     def translate(self, x_a: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``fake_t = G_at(x_a)``, ``rec_a = G_ta(fake_t)``, ``fake_a = G_ta(x_t)``, ``rec_t = G_at(fake_a)``."""
         fake_t = self.g_at(x_a)
@@ -160,7 +167,7 @@ class CycleGANMethod(ManualMethod):
     def translator_only_step(self, batch: dict) -> None:
         """One plain CycleGAN iteration (generators, then discriminators, which ends the iteration);
         the segmentors are untouched. Jiang et al.'s first stage and MKD's optional warm-up."""
-        x_a, x_t = batch["x_a"], batch["x_t"]
+        x_a, x_t = batch["x_a"], self.translator_targets(batch)
         fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
         with frozen(self.d_t, self.d_a):
             gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)

@@ -167,16 +167,17 @@ class MKDModule(MutualDistillation, CycleGANMethod):
             self.translator_only_step(batch)
             return
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
+        x_t_real = self.translator_targets(batch)  # x_t, or the unlabelled target slices where the data has them
         # 1. translate both ways
-        fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
+        fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t_real)
 
         # 2. train generators (discriminators and S_syn held fixed)
         with frozen(self.d_t, self.d_a, self.s_syn):
-            gen = self.generator_losses(x_a, y_a, x_t, fake_t, rec_a, fake_a, rec_t)
+            gen = self.generator_losses(x_a, y_a, x_t_real, fake_t, rec_a, fake_a, rec_t)
             self._step(gen["loss_g"], "g_at", "g_ta")
 
         # 3. train discriminators on real images vs pooled fakes
-        disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a)
+        disc = self.discriminator_phase(x_a, x_t_real, fake_t, fake_a)
 
         # 4. train segmentors with mutual distillation; this step is the one counted in trainer.global_step
         seg = self.segmentor_losses(fake_t.detach(), y_a, x_t, y_t)
