@@ -167,6 +167,8 @@ def _beyond_rows() -> list[Row]:
         *(Row(f"MKD, GIN alignment: {name}", "mkd_no_alignment", p, gin_a)
           for name, p in (("S_syn", "syn"), ("S_real", "real"), ("ensemble", "ens"))),
         Row("Mean teacher on unlabelled target + GIN on assistant", "mean_teacher", "teacher", gin_a),
+        Row("Mean teacher on unlabelled target, GIN student view + GIN on assistant", "mean_teacher", "teacher",
+            (*gin_a, ("model.init_args.student_view", "gin"))),
         Row("Mean teacher on unlabelled target (joint)", "mean_teacher", "teacher"),
         Row("Shared kernels + prototype KD (Dou et al.)", "shared_kernel", "seg"),
         Row("Shared kernels + prototype KD + GIN on assistant", "shared_kernel", "seg", gin_a),

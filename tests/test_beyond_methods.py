@@ -137,3 +137,20 @@ def test_mkd_translator_learns_the_target_appearance_from_the_unlabelled_slices(
     quiet_trainer(max_steps=2, callbacks=[Batches()]).fit(model, datamodule=dm)
     for batch, x_t in zip(seen[0::2], seen[1::2]):
         assert torch.equal(x_t, batch["x_u"]) and not torch.equal(x_t, batch["x_t"])
+
+
+def test_mean_teacher_gin_student_view_restyles_the_students_input_only(phantom_root, monkeypatch):
+    import mkdseg.methods.mean_teacher as mt
+
+    styled = []
+    monkeypatch.setattr(mt, "random_convolution", lambda x: styled.append(x) or -x)
+    model = MeanTeacher(student_view="gin", input_noise=0.0, **SEGMENTOR)
+    x = torch.rand(2, 1, 32, 32)
+    batch = {"x_a": x, "y_a": torch.zeros(2, 32, 32, dtype=torch.long), "x_t": x, "y_t": torch.zeros(2, 32, 32, dtype=torch.long),
+             "x_u": x}
+    losses = model.losses(batch)
+    assert len(styled) == 1 and styled[0] is x  # one re-styling, of the student's view
+    assert losses["loss_consistency"] > 0  # -x and x give different predictions; with "noise" and no noise: none
+    assert float(MeanTeacher(input_noise=0.0, **SEGMENTOR).losses(batch)["loss_consistency"]) == 0.0
+    with pytest.raises(ValueError, match="model.student_view"):
+        MeanTeacher(student_view="cutmix", **SEGMENTOR)

@@ -9,7 +9,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mkdseg.data.appearance import random_convolution
 from mkdseg.methods.baselines import JointTraining
+
+STUDENT_VIEWS = ("noise", "gin")
 
 
 def sigmoid_rampup(step: int, length: int) -> float:
@@ -34,6 +37,10 @@ class MeanTeacher(JointTraining):
         consistency_rampup_steps: iterations of the sigmoid ramp-up of that weight.
         ema_decay: the teacher's weights move to the student's by ``1 - ema_decay`` per iteration.
         input_noise: standard deviation of the Gaussian noise on each view (images are in [-1, 1]).
+        student_view: ``noise`` (Tarvainen's: both views differ by their noise only) or ``gin``: the student's
+            view is also re-styled by a random network (:func:`~mkdseg.data.appearance.random_convolution`),
+            the teacher's is not, so that the segmentor learns to segment target images whatever their
+            intensities, from the unlabelled target subjects themselves.
         **kwargs: the segmentor options of :class:`~mkdseg.methods.shared.SegmentorMethod`.
 
     Example:
@@ -45,11 +52,13 @@ class MeanTeacher(JointTraining):
     primary_predictor = "teacher"
 
     def __init__(self, lambda_consistency: float = 1.0, consistency_rampup_steps: int = 200, ema_decay: float = 0.99,
-                 input_noise: float = 0.1, **kwargs):
+                 input_noise: float = 0.1, student_view: str = "noise", **kwargs):
         for name, value in (("lambda_consistency", lambda_consistency), ("consistency_rampup_steps", consistency_rampup_steps),
                             ("input_noise", input_noise)):
             if value < 0:
                 raise ValueError(f"model.{name} must be >= 0, got {value}")
+        if student_view not in STUDENT_VIEWS:
+            raise ValueError(f"model.student_view must be one of {STUDENT_VIEWS}, got {student_view!r}")
         if not 0 <= ema_decay < 1:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
         super().__init__(**kwargs)
@@ -64,7 +73,8 @@ class MeanTeacher(JointTraining):
                              "(and data.n_target below the training fold's subjects)")
         losses = super().losses(batch)
         hp, x_u = self.hparams, batch["x_u"]
-        student = self.seg(x_u + hp.input_noise * torch.randn_like(x_u)).float().softmax(1)
+        student_x = random_convolution(x_u) if hp.student_view == "gin" else x_u
+        student = self.seg(student_x + hp.input_noise * torch.randn_like(x_u)).float().softmax(1)
         with torch.no_grad():
             teacher = self.teacher(x_u + hp.input_noise * torch.randn_like(x_u)).float().softmax(1)
         consistency = F.mse_loss(student, teacher)
