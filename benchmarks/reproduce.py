@@ -688,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every run, e.g. --set trainer.accelerator=gpu (repeatable)")
     parser.add_argument("--methods", nargs="+", metavar="CONFIG", help="only rows of these method configs")
+    parser.add_argument("--rows", nargs="+", metavar="LABEL", help="only the rows with these labels (as the tables print them)")
     parser.add_argument("--n-assistant", type=int, nargs="+", help="table3: assistant subject counts")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (1 is fastest on a busy CPU)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each in its own process")
@@ -701,9 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     base_path = args.base or config_dir / "base.yaml"
     base = load_yaml(base_path)
     study = make_study(args.study, base, args.n_assistant)
-    rows = [r for r in study.rows if not args.methods or r.config in args.methods]
+    unknown = sorted(set(args.rows or ()) - {r.label for r in study.rows})
+    if unknown:
+        parser.error(f"--rows {unknown}: {args.study} has no such row; its rows are {[r.label for r in study.rows]}")
+    rows = [r for r in study.rows if (not args.methods or r.config in args.methods) and (not args.rows or r.label in args.rows)]
     if not rows:
-        parser.error(f"--methods {args.methods} selects no row of {args.study}")
+        parser.error(f"--methods {args.methods} --rows {args.rows} select no row of {args.study}")
     n_folds = (base.get("data") or {}).get("n_folds", 2)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")

@@ -358,3 +358,22 @@ def test_best_validation_weights_without_validation_is_a_clear_error(tmp_path, p
     assert main(args) == 1
     error = next(runs.glob("baseline-*/fold0-seed0/error.txt")).read_text()
     assert "no validation ran" in error and "data.n_val" in error
+
+
+def test_beyond_study_pairs_every_option_with_joint_training_and_the_rows_filter(tmp_path, phantom_root, capsys):
+    base = yaml.safe_load((BENCH / "abdomen.yaml").read_text())
+    study = make_study("beyond", base)
+    assert study.rows[0].label == study.reference == "Joint training"
+    assert {r.config for r in study.rows} <= set(METHOD_CONFIGS)
+    gin = [r for r in study.rows if dict(r.overrides).get("data.appearance") == "gin"]
+    assert {r.config for r in gin} >= {"joint", "mkd_no_alignment", "mean_teacher", "baseline", "finetune"}
+    for row in study.rows:  # every row composes: its overrides are options its method has
+        compose(base, yaml.safe_load((BENCH / f"{row.config}.yaml").read_text()), list(row.overrides))
+    table = reproduce.aggregate(study.rows[:2], {
+        study.rows[0]: [{"fold": 0, "seed": 0, "dice": {"seg": {"mean": 0.5}}}],
+        study.rows[1]: [{"fold": 0, "seed": 0, "dice": {"seg": {"mean": 0.6}}}]}, study.reference)
+    assert table[1]["paired"] == (pytest.approx(0.1), 1, 1) and table[0]["paired"] is None
+    configs = tiny_config_dir(tmp_path, phantom_root)
+    with pytest.raises(SystemExit):
+        reproduce.main(["beyond", "--config-dir", str(configs), "--rows", "No such row", "--report-only"])
+    assert "has no such row" in capsys.readouterr().err
