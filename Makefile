@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m mkdseg.demo --config configs/demo.yaml --run-dir $(RUN)
+	$(PY) -m mkdseg.demo --config configs/demo.yaml --recipe configs/recipe.yaml --run-dir $(RUN) --data.n_target=2
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
