@@ -1,0 +1,128 @@
+"""What one training iteration of each method beside the paper costs, measured interleaved in one process.
+
+    python benchmarks/method_cost.py --root data_cache/abdomen64 --out benchmarks/results/method_cost
+    python benchmarks/method_cost.py --phantom --image-size 32 --steps 3 --rounds 1   # the test suite's tiny run
+
+Each setting (a method and its data options, as ``benchmarks.reproduce beyond`` runs them) trains through
+``Trainer.fit`` for ``--steps`` iterations per round, the settings taking turns within each round, so a
+neighbour's load on a shared machine hits all of them alike. An iteration is the time between two
+consecutive ``on_train_batch_start`` calls (Lightning's loop, data and re-styling included); the first two
+of each fit are dropped. Reported: median seconds per iteration over all rounds, and the ratio to joint
+training's, the reference the issue's "at most 2x joint training's CPU time" is about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+
+from mkdseg.data import UnpairedSliceDataModule
+from mkdseg.io import atomic_write_text
+from mkdseg.methods import JointTraining, MeanTeacher, MKDNoAlignment, SharedKernelKD
+
+ROOT = Path(__file__).resolve().parents[1]
+GIN = {"appearance": "gin", "appearance_on": "assistant"}
+#: name -> (method, its options, data options)
+SETTINGS = {
+    "joint": (JointTraining, {}, {}),
+    "joint + GIN": (JointTraining, {}, GIN),
+    "MKD, GIN alignment": (MKDNoAlignment, {}, GIN),
+    "mean teacher + GIN (the recipe)": (MeanTeacher, {"student_view": "gin"}, {**GIN, "unlabelled_target": True}),
+    "shared kernels + prototype KD": (SharedKernelKD, {}, {}),
+}
+SEGMENTOR_OPTIONS = ("seg_channels", "seg_strides", "seg_res_units", "lr_seg", "eval_batch_size")
+
+
+class IterationTimer(L.Callback):
+    def __init__(self):
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module):
+        self.starts.append(time.perf_counter())
+
+    def seconds(self, skip: int = 2) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:])][skip:]
+
+
+def build(name: str, data: dict, segmentor: dict):
+    method, options, data_options = SETTINGS[name]
+    dm = UnpairedSliceDataModule(**{**data, **data_options})
+    dm.prepare_data()
+    model = method(image_size=data["image_size"], data_spec=dm.data_spec, **segmentor, **options)
+    return model, dm
+
+
+def measure(names: list[str], data: dict, segmentor: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+    L.seed_everything(0)
+    built = {name: build(name, data, segmentor) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            model, dm = built[name]
+            timer = IterationTimer()
+            trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps + 2, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                                num_sanity_val_steps=0, callbacks=[timer], default_root_dir=tempfile.mkdtemp())
+            trainer.fit(model, datamodule=dm)
+            times[name] += timer.seconds()
+    return times
+
+
+def report(times: dict[str, list[float]], meta: dict) -> str:
+    reference = statistics.median(times["joint"]) if times.get("joint") else None
+    lines = ["| setting | s / iteration (median) | × joint training | iterations timed |", "|---|---|---|---|"]
+    for name, values in times.items():
+        median = statistics.median(values)
+        ratio = f"{median / reference:.2f}" if reference else ""
+        lines.append(f"| {name} | {median:.4f} | {ratio} | {len(values)} |")
+    return "\n".join([*lines, "", f"- command: `{meta['command']}`", f"- {meta['setup']}"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/method_cost.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="data_cache/abdomen64", help="a slice cache (mkdseg preprocess)")
+    parser.add_argument("--phantom", action="store_true", help="a generated phantom in a temporary folder instead")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--n-target", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30, help="timed iterations per setting and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--out", type=Path, help="folder for results.md and times.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    bench = yaml.safe_load((ROOT / "configs" / "bench" / "abdomen.yaml").read_text())
+    segmentor = {k: v for k, v in bench["model"]["init_args"].items() if k in SEGMENTOR_OPTIONS}
+    data = {**bench["data"], "image_size": args.image_size, "n_target": args.n_target}
+    if args.phantom:
+        data.update(source="phantom", root=tempfile.mkdtemp(prefix="method-cost-"), target="ct", assistant="mr",
+                    phantom_subjects=6, phantom_slices=8, n_val=1, batch_size=2, samples_per_epoch=8)
+    else:
+        data["root"] = args.root
+    times = measure(args.settings, data, segmentor, args.steps, args.rounds)
+    meta = {"command": "python benchmarks/method_cost.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+            "setup": f"{args.image_size} px, batch {data['batch_size']}, {args.threads} torch thread(s), {args.rounds} round(s) "
+                     f"of {args.steps} iterations per setting, data {data['root']}"}
+    text = report(times, meta)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out / "results.md", "# Cost of one training iteration, interleaved\n\n" + text + "\n")
+        atomic_write_text(args.out / "times.json", json.dumps({"meta": meta, "seconds": times}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
