@@ -91,3 +91,21 @@ def test_demo_config_keeps_the_best_validation_checkpoint_of_any_method(tmp_path
     ])
     best = list((tmp_path / "checkpoints").glob("best-step=*.ckpt"))
     assert len(best) == 1 and best[0].name in ("best-step=2.ckpt", "best-step=4.ckpt")
+
+
+def test_recipe_overlay_trains_the_recommended_recipe_on_the_few_label_split(tmp_path, phantom_root):
+    """configs/recipe.yaml after configs/demo.yaml: the mean teacher, GIN on the assistant, the unlabelled
+    target subjects; a short fit runs on the phantom with fewer labelled subjects than the fold has."""
+    from mkdseg.methods import MeanTeacher
+
+    cli = build_cli(["--config", str(REPO / "configs/demo.yaml"), "--config", str(REPO / "configs/recipe.yaml"),
+                     f"--trainer.default_root_dir={tmp_path}", f"--data.root={phantom_root}", "--data.image_size=32",
+                     "--data.phantom_subjects=4", "--data.phantom_slices=8", "--data.n_val=0", "--data.n_target=1",
+                     "--data.batch_size=2", "--data.samples_per_epoch=4", "--model.seg_channels=[4, 8, 16]",
+                     "--model.seg_strides=[2, 2]", "--trainer.max_steps=2", "--trainer.enable_progress_bar=false"], run=False)
+    assert isinstance(cli.model, MeanTeacher) and cli.model.hparams.student_view == "gin"
+    hp = cli.datamodule.hparams
+    assert (hp.appearance, hp.appearance_on, hp.unlabelled_target) == ("gin", "assistant", True)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2 and "1 unlabelled ct subject" in cli.datamodule.described_training()
+    assert "recipe" in cli.trainer.log_dir  # the run folder carries the recipe's name
