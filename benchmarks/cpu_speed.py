@@ -2,6 +2,7 @@
 
     python -m benchmarks.cpu_speed                        # fp32, bf16, bf16 + channels_last; one thread each
     python -m benchmarks.cpu_speed --settings fp32 bf16_channels_last --out benchmarks/results/cpu_speed
+    python -m benchmarks.cpu_speed --settings fp32 --out /tmp/cpu_speed --work /tmp/cpu_speed_runs --trainer.max_steps=2
 
 Each setting runs ``python -m mkdseg.demo`` (``configs/demo.yaml``: MKD on the phantom, 600 iterations,
 then the test of the chosen checkpoint) in a child process with ``OMP_NUM_THREADS=1``, and records the
@@ -54,7 +55,8 @@ def run_setting(name: str, config: Path, work: Path, extra: list[str]) -> dict:
     trained = re.search(r"trained (\d+) iterations in [\d.]+ min \((\d+) s\)", done.stdout)
     if not trained:
         raise RuntimeError(f"setting {name}: no 'trained N iterations' line in the demo's output")
-    iterations, fit_seconds = int(trained.group(1)), float(trained.group(2))
+    # printed to the second: a run shorter than half a second (a quick check's) reads 0
+    iterations, fit_seconds = int(trained.group(1)), max(float(trained.group(2)), 0.5)
     summaries = sorted(run_dir.rglob("summary.json"), key=lambda p: p.stat().st_mtime)
     if not summaries:
         raise RuntimeError(f"setting {name}: the demo wrote no summary.json under {run_dir}")

@@ -2,6 +2,7 @@
 
     python benchmarks/preprocess_speed.py                    # 2 synthetic 512x512x250 int16 CTs
     python benchmarks/preprocess_speed.py --volumes 4 --shape 512 512 300
+    python benchmarks/preprocess_speed.py --volumes 1 --shape 64 64 16 --image-size 32   # a quick check
 
 MM-WHS CTs are 512x512 with 177-363 slices; its MRs are smaller, so 40 x (time of a CT) bounds the
 whole training set (20 CT + 20 MR) from above.
@@ -17,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthetic_ct import write_synthetic_chest_ct
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported as benchmarks.preprocess_speed
+from synthetic_ct import write_synthetic_chest_ct  # noqa: E402
 
-from mkdseg.data.mmwhs import preprocess
+from mkdseg.data.mmwhs import preprocess  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,21 +68,18 @@ import hashlib
 import importlib
 import inspect
 import json
-import math
-import multiprocessing
-import os
-import platform
-import shutil
 import sys
 import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from mkdseg.compare.runs import BEST_CHECKPOINT, curve_cell, machine_description, run_one, tested_validation, train
+from mkdseg.compare.tables import aggregate, bar_chart, markdown_table, paired_difference, structures_of
 from mkdseg.labels import MMWHS
+
+__all__ = ["aggregate", "paired_difference", "run_one"]  # the shared run and table code, as the tests know it
 
 REPO = Path(__file__).resolve().parents[1]
 #: first-stage lengths: a method accepting one of these trains N iterations + this many
@@ -301,12 +298,6 @@ def compose(
     return config
 
 
-BEST_CHECKPOINT = {  # keeps the weights of the best validation of the fit (``val/dice``: the primary predictor's)
-    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-    "init_args": {"monitor": "val/dice", "mode": "max", "save_top_k": 1, "filename": "best-{step}"},
-}
-
-
 def with_best_checkpoint(config: dict) -> dict:
     """``config`` whose test is of the weights of its best validation instead of its final ones (the run's
     ``dice``; the final weights' test is kept as ``dice_last``): what ``configs/mkd.yaml`` gives a user."""
@@ -369,252 +360,25 @@ class RunSpec:
     def result_path(self) -> Path:
         return self.dir / "result.json"
 
+    @property
+    def name(self) -> str:
+        return self.config_name
 
-def run_one(spec: RunSpec) -> dict:
-    """Fit and test one run in this process; write and return its ``result.json``."""
-    from mkdseg.callbacks import MetricHistory
-    from mkdseg.cli import build_cli
-    from mkdseg.io import atomic_write_text
+    @property
+    def max_steps(self) -> int:
+        return self.config["trainer"]["max_steps"]
 
-    if spec.dir.exists():  # an unfinished earlier attempt
-        shutil.rmtree(spec.dir)
-    spec.dir.mkdir(parents=True)
-    config = for_run(spec.config, spec.fold, spec.seed, spec.dir)
-    config_path = spec.dir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    start = time.perf_counter()
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns about command-line arguments beside `args`
-    try:
-        cli = build_cli(["--config", str(config_path)], run=False)
-    finally:
-        sys.argv = argv
-    history = MetricHistory(str(spec.dir / "logs" / "val_history.json"))  # result.json keeps it as val_curve
-    cli.trainer.callbacks.append(history)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    fit_s = time.perf_counter() - start
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the final weights
-    summary = cli.model.evaluation_summary("test")
-    best = _best_checkpoint(cli.trainer)
-    if best is not None:  # --test-weights best: the final weights' Dice stays in the record as dice_last
-        last_dice = _means(summary["dice"])
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best.best_model_path, verbose=False)
-        summary = cli.model.evaluation_summary("test")
-    result = {
-        "config": spec.config_name,
-        "key": spec.key,
-        "method": config["model"]["class_path"],
-        "fold": spec.fold,
-        "seed": spec.seed,
-        "primary_predictor": cli.model.primary_predictor,
-        "global_step": cli.trainer.global_step,
-        "fit_s": round(fit_s, 1),
-        "total_s": round(time.perf_counter() - start, 1),
-        "test_volumes": len(cli.datamodule.test_records),
-        "training_images": cli.datamodule.described_training(),  # which images the method saw
-        "dice": _means(summary["dice"]),
-        "torch_threads": _torch_threads(),
-    }
-    if best is not None:
-        result.update(dice_last=last_dice, tested_weights="best validation",
-                      best_val_dice=float(best.best_model_score), best_checkpoint=Path(best.best_model_path).name)
-    try:  # the last validation of the fit: what choosing among runs may look at (test subjects never are)
-        validation = cli.model.evaluation_summary("val")
-        result.update(val_step=validation["step"], val_dice=_means(validation["dice"]),
-                      val_curve=validation_curve(history.history, list(validation["dice"])))
-    except LookupError:
-        pass  # no validation ran within max_steps
-    atomic_write_text(spec.result_path, json.dumps(result, indent=1, allow_nan=True))
-    return result
-
-
-def _best_checkpoint(trainer):
-    """The harness's best-validation ``ModelCheckpoint`` of a fit, if it has one that saved; else ``None``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    for callback in trainer.callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor == BEST_CHECKPOINT["init_args"]["monitor"]:
-            if not callback.best_model_path:
-                raise RuntimeError("--test-weights best: no validation ran within trainer.max_steps (is data.n_val 0, or "
-                                   "trainer.val_check_interval past max_steps?), so there are no best weights to test")
-            return callback
-    return None
-
-
-def validation_curve(history: dict[str, list[float]], predictors: list[str]) -> dict[str, list[float]]:
-    """``{"step": [iterations], predictor: [mean validation Dice]}`` of every validation of the fit."""
-    curve = {"step": history.get("step", [])}
-    curve.update({p: history[f"val/dice_{p}"] for p in predictors if f"val/dice_{p}" in history})
-    return curve
-
-
-def tested_validation(result: dict, predictor: str) -> dict:
-    """``{"val_dice", "val_step"}`` of the weights a run tested: its last validation, or with ``--test-weights
-    best`` the best one (``best-step=N.ckpt``), so that choosing among runs on ``val_dice`` sees the tested weights."""
-    if "best_checkpoint" not in result:
-        return {"val_dice": result.get("val_dice", {}).get(predictor, {}).get("mean"), "val_step": result.get("val_step")}
-    step = int(Path(result["best_checkpoint"]).stem.split("best-step=")[-1])
-    curve = result["val_curve"]
-    return {"val_dice": curve[predictor][curve["step"].index(step)], "val_step": step}
-
-
-def curve_cell(curve: dict[str, list[float]], predictor: str) -> str:
-    """A predictor's validation curve as one runs.csv cell: ``"step:dice step:dice ..."``."""
-    return " ".join(f"{step}:{value:.4f}" for step, value in zip(curve.get("step", []), curve.get(predictor, [])))
-
-
-def _means(dice: dict) -> dict:
-    """``{predictor: {"mean": ..., structure: ...}}``: the per-volume means of an evaluation summary."""
-    return {predictor: {s: entry[s]["mean"] for s in ("mean",) + tuple(k for k in entry if k != "mean")}
-            for predictor, entry in dice.items()}
-
-
-def _run_safely(spec: RunSpec) -> dict:
-    """``run_one``, with a failure returned as ``{"error": traceback}``: one failed run must not lose the others."""
-    try:
-        return run_one(spec)
-    except Exception:  # noqa: BLE001 - returned, not raised: the caller records it and carries on
-        return {"error": traceback.format_exc()}
-
-
-def _run_in_worker(spec: RunSpec, threads: int | None) -> dict:
-    """``_run_safely`` in a pool process, with the parent's torch thread count."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    return _run_safely(spec)
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+    def cli_args(self) -> list[str]:
+        """The run's composed config for its fold and seed, written to its folder as the one ``--config``."""
+        config_path = self.dir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(for_run(self.config, self.fold, self.seed, self.dir), sort_keys=False))
+        return ["--config", str(config_path)]
 
 
 # -- reporting -----------------------------------------------------------------------------------
-def _stats(values: list[float]) -> tuple[float, float, int]:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    if not finite:
-        return float("nan"), float("nan"), 0
-    mean = sum(finite) / len(finite)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite)), len(finite)
-
-
-def structures_of(results: dict[Row, list[dict]]) -> list[str]:
-    """The structures the runs report, in class order (the data's, recorded in each run's result)."""
-    names: dict[str, None] = {}
-    for runs in results.values():
-        for run in runs:
-            for entry in run["dice"].values():
-                names.update((k, None) for k in entry if k != "mean")
-    return list(names)
-
-
-def table_structures(table: list[dict]) -> list[str]:
-    return [k for k in table[0]["cells"] if k != "mean"] if table else []
-
-
-def aggregate(rows: list[Row], results: dict[Row, list[dict]], reference_label: str = Study.reference) -> list[dict]:
-    """Per row: mean, std (over runs) and count of the run-level mean Dice and each structure's, and the
-    paired difference to the row labelled ``reference_label`` (see :func:`paired_difference`)."""
-    table = []
-    structures = structures_of(results)
-    reference = next((row for row in rows if row.label == reference_label), None)
-    for row in rows:
-        runs = [r for r in results.get(row, []) if row.predictor in r["dice"]]
-        cells = {}
-        for column in ["mean", *structures]:
-            cells[column] = _stats([r["dice"][row.predictor].get(column, float("nan")) for r in runs])
-        paired = None
-        if reference is not None and row != reference:
-            paired = paired_difference(runs, row.predictor, results.get(reference, []), reference.predictor)
-        table.append({"row": row, "cells": cells, "runs": len(runs), "paired": paired})
-    return table
-
-
 def reference_name(study: Study) -> str:
     """What the paired column is against, as the tables say it."""
     return "baseline" if study.reference == Study.reference else study.reference.lower()
-
-
-def paired_difference(runs: list[dict], predictor: str, reference_runs: list[dict], reference_predictor: str):
-    """(mean difference, draws better, draws compared) of the run-level mean Dice against the reference
-    run of the same fold and seed: which labelled subjects a draw gets moves every method by several
-    points, so the paired difference is the comparison that draw-to-draw spread does not drown."""
-    reference = {(r["fold"], r["seed"]): r["dice"][reference_predictor]["mean"] for r in reference_runs
-                 if reference_predictor in r["dice"]}
-    diffs = [r["dice"][predictor]["mean"] - reference[(r["fold"], r["seed"])] for r in runs
-             if (r["fold"], r["seed"]) in reference]
-    if not diffs:
-        return None
-    return sum(diffs) / len(diffs), sum(d > 0 for d in diffs), len(diffs)
-
-
-def _cell(stat: tuple[float, float, int]) -> str:
-    mean, std, n = stat
-    return "n/a" if n == 0 else f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-
-def markdown_table(table: list[dict], with_paper: bool, reference: str = "baseline") -> str:
-    structures = table_structures(table)
-    with_paired = any(entry.get("paired") for entry in table)
-    header = (["Method", "Mean Dice"] + ([f"vs {reference}, paired"] if with_paired else []) + structures
-              + (["Paper (MM-WHS CT)"] if with_paper else []) + ["runs"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for entry in table:
-        row = entry["row"]
-        cells = [row.label, _cell(entry["cells"]["mean"])]
-        if with_paired:
-            paired = entry.get("paired")
-            cells.append(f"{100 * paired[0]:+.2f} ({paired[1]} of {paired[2]} better)" if paired else "")
-        cells += [_cell(entry["cells"][s]) for s in structures]
-        if with_paper:
-            cells.append("" if row.paper is None else f"{row.paper:.2f}")
-        cells.append(str(entry["runs"]))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def bar_chart(table: list[dict], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    labels = [e["row"].label for e in table]
-    means = np.array([100 * e["cells"]["mean"][0] for e in table])
-    stds = np.array([100 * e["cells"]["mean"][1] for e in table])
-    structures = table_structures(table)
-    per_structure = np.array([[100 * e["cells"][s][0] for s in structures] for e in table])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 0.45 * len(table) + 2), gridspec_kw={"width_ratios": [1.2, 1]})
-    y = np.arange(len(table))
-    ax.barh(y, np.nan_to_num(means), xerr=np.nan_to_num(stds), color="#4c72b0", capsize=3, label="this run (mean ± std)")
-    paper = [(i, e["row"].paper) for i, e in enumerate(table) if e["row"].paper is not None]
-    if paper:
-        ax.scatter([p for _, p in paper], [i for i, _ in paper], marker="D", color="#c44e52", zorder=3, label="paper (MM-WHS CT)")
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
-    finite = means[np.isfinite(means)]
-    low = min([*finite, *(p for _, p in paper)], default=0.0)
-    ax.set_xlim(max(0.0, low - 10), 100)
-    ax.set_xlabel("mean Dice (%)")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08 - 1.2 / (len(table) + 4)), ncol=2)
-    ax.grid(axis="x", alpha=0.3)
-    im = ax2.imshow(per_structure, cmap="viridis", vmin=max(0.0, np.nanmin(per_structure) if np.isfinite(per_structure).any() else 0), vmax=100, aspect="auto")
-    ax2.set_xticks(range(len(structures)), structures, fontsize=8, rotation=30 if len(structures) > 7 else 0)
-    ax2.set_yticks(y, [""] * len(y))
-    for i in range(per_structure.shape[0]):
-        for j in range(per_structure.shape[1]):
-            if np.isfinite(per_structure[i, j]):
-                ax2.text(j, i, f"{per_structure[i, j]:.0f}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(im, ax=ax2, fraction=0.04, label="Dice (%)")
-    ax2.set_title("per structure", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta: dict) -> list[dict]:
@@ -663,14 +427,6 @@ def write_outputs(study: Study, specs: dict[Row, list[RunSpec]], out: Path, meta
     bar_chart(table if with_paper else [dict(e, row=dataclasses.replace(e["row"], paper=None)) for e in table],
               f"{study.title} — mean Dice over {meta['folds']} fold(s) × {meta['seeds']} seed(s)", out / "dice.png")
     return table
-
-
-def machine_description() -> str:
-    import torch
-
-    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU(s), load average "
-            f"{os.getloadavg()[0]:.1f} at the end, Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} thread(s)), {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -752,11 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pending.append((tag, spec))
 
-    for tag, spec, result in _train(pending, args.jobs, args.threads):
+    for tag, spec, result in train(pending, args.jobs, args.threads):
         if "error" in result:
             failed += 1
-            spec.dir.mkdir(parents=True, exist_ok=True)
-            (spec.dir / "error.txt").write_text(result["error"])
             print(f"{tag}: FAILED, see {spec.dir / 'error.txt'}\n{result['error']}", flush=True)
             continue
         ran += 1
@@ -774,30 +528,6 @@ def main(argv: list[str] | None = None) -> int:
     table = write_outputs(study, specs, out, meta)
     print(f"\n{study.title}\n{markdown_table(table, any(r.paper is not None for r in specs), reference_name(study))}\n\nwrote {out / 'results.md'}, {out / 'runs.csv'}, {out / 'dice.png'}")
     return 1 if failed else 0
-
-
-def _train(pending: list[tuple[str, RunSpec]], jobs: int, threads: int | None):
-    """Yield ``(tag, spec, result)`` per run as it finishes; ``result`` is ``{"error": traceback}`` for a
-    failed run, so that one failure never stops the others."""
-    if jobs == 1:
-        for tag, spec in pending:
-            print(f"{tag}: training {spec.config['trainer']['max_steps']} iterations ...", flush=True)
-            yield tag, spec, _run_safely(spec)
-        return
-    # spawn, not fork: a forked child inherits torch's thread pools and any lock held at fork time
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {}
-        for tag, spec in pending:
-            print(f"{tag}: queued, {spec.config['trainer']['max_steps']} iterations", flush=True)
-            futures[pool.submit(_run_in_worker, spec, threads)] = (tag, spec)
-        for future in as_completed(futures):
-            tag, spec = futures[future]
-            try:
-                result = future.result()
-            except Exception:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
-                result = {"error": traceback.format_exc()}
-            yield tag, spec, result
 
 
 def _relative(path: Path) -> str:

@@ -3,13 +3,14 @@
     python benchmarks/segment_speed.py                       # 512x512x300 CT, paper-size MKD segmentors
     python benchmarks/segment_speed.py --precision fp32      # without bfloat16
     python benchmarks/segment_speed.py --ckpt runs/mkd/.../last.ckpt
+    python benchmarks/segment_speed.py --shape 64 64 8 --config configs/demo.yaml --image-size 64   # a quick check
 
-Without ``--ckpt`` the model is an MKDModule with the segmentor sizes of ``configs/mkd.yaml`` and
-random weights (generators shrunk: prediction never runs them). Random weights call foreground
-nearly everywhere, so the heart box is the whole volume: the second pass segments every slice, the
-worst case. On a shared machine read the CPU time line: wall time there depends on the neighbours.
-The synthetic scan is made in a child process so that the peak resident memory printed
-(``getrusage``) is that of segmentation (model, scan, label map) alone.
+Without ``--ckpt`` the model is an MKDModule with the segmentor sizes of ``configs/mkd.yaml`` (or
+``--config``'s) at ``--image-size`` and random weights (generators shrunk: prediction never runs them).
+Random weights call foreground nearly everywhere, so the heart box is the whole volume: the second pass
+segments every slice, the worst case. On a shared machine read the CPU time line: wall time there depends
+on the neighbours. The synthetic scan is made in a child process (``synthetic_ct.py``) so that the peak resident memory
+printed (``getrusage``) is that of segmentation (model, scan, label map) alone.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ import torch
 import yaml
 
 from mkdseg import inference
-from mkdseg.inference import SlicePredictor, load_segmentor, resolve_precision, segment_file
+from mkdseg.inference import SlicePredictor, load_segmentor, regions, resolve_precision, segment_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def paper_size_model(config: Path = ROOT / "configs" / "mkd.yaml") -> torch.nn.Module:
+def paper_size_model(config: Path = ROOT / "configs" / "mkd.yaml", image_size: int = 256) -> torch.nn.Module:
     from mkdseg.methods import MKDModule
 
     args = yaml.safe_load(config.read_text())["model"]["init_args"] if config.is_file() else {}
-    return MKDModule(image_size=256, seg_channels=args.get("seg_channels", (64, 128, 256, 512, 512)),
+    return MKDModule(image_size=image_size, seg_channels=args.get("seg_channels", (64, 128, 256, 512, 512)),
                      seg_strides=args.get("seg_strides", (2, 2, 2, 2)), seg_res_units=args.get("seg_res_units", 2),
                      gen_filters=4, gen_blocks=1, disc_filters=4).eval()
 
@@ -55,40 +56,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300))
     parser.add_argument("--spacing", type=float, nargs=3, default=(0.4, 0.4, 0.6))
     parser.add_argument("--ckpt", type=Path, help="a trained checkpoint instead of random paper-size segmentors")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "mkd.yaml",
+                        help="without --ckpt: the segmentor sizes (model.init_args) of this config")
+    parser.add_argument("--image-size", type=int, default=256, help="without --ckpt: the slice size")
     parser.add_argument("--precision", choices=inference.PRECISION_CHOICES, default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--make-input", type=Path, help=argparse.SUPPRESS)  # child process: write the scan
     args = parser.parse_args(argv)
-
-    if args.make_input:
-        from synthetic_ct import write_synthetic_chest_ct
-
-        write_synthetic_chest_ct(args.make_input, None, tuple(args.shape), tuple(args.spacing))
-        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         scan = Path(tmp) / "ct.nii.gz"
-        subprocess.run([sys.executable, __file__, "--make-input", str(scan), "--shape", *map(str, args.shape),
-                        "--spacing", *map(str, args.spacing)], check=True)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("synthetic_ct.py")), str(scan),
+                        "--shape", *map(str, args.shape), "--spacing", *map(str, args.spacing)], check=True)
         if args.ckpt:
             model, image_size = load_segmentor(args.ckpt, "cpu")
         else:
-            model, image_size = paper_size_model(), 256
+            model, image_size = paper_size_model(args.config, args.image_size), args.image_size
         precision = resolve_precision(args.precision, "cpu")
         segmentor_params = sum(p.numel() for n, p in model.named_parameters() if n.startswith("s_")) / 1e6
         counted = []
-        real_predict_box = inference.predict_box
+        real_predict_box = regions.predict_box
 
         def counting_predict_box(volume, window, box, z, *rest, **kw):
             counted.append(len(z))
             return real_predict_box(volume, window, box, z, *rest, **kw)
 
-        inference.predict_box = counting_predict_box
+        regions.predict_box = counting_predict_box  # where the two passes look it up
         rss_model = peak_rss_mb()
-        start, cpu_start = time.perf_counter(), cpu_seconds()
-        segment_file(scan, Path(tmp) / "seg.nii.gz", SlicePredictor(model, image_size, "cpu", precision),
-                     batch_size=args.batch_size, progress=False)
-        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+        try:
+            start, cpu_start = time.perf_counter(), cpu_seconds()
+            segment_file(scan, Path(tmp) / "seg.nii.gz", SlicePredictor(model, image_size, "cpu", precision), model.spec,
+                         batch_size=args.batch_size, progress=False)
+            seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+        finally:
+            regions.predict_box = real_predict_box  # main() may run in a process that segments again (the tests)
 
     print(f"scan          {tuple(args.shape)} int16, spacing {tuple(args.spacing)} mm")
     print(f"model         {type(model).__name__}, segmentors {segmentor_params:.1f} M parameters, slice size {image_size}")

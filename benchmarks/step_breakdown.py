@@ -1,6 +1,7 @@
 """Where one MKD iteration's CPU time goes, network by network, and whether batching its paired forwards pays.
 
     OMP_NUM_THREADS=1 python benchmarks/step_breakdown.py --precision bf16 --channels-last --out benchmarks/results/step_breakdown
+    python benchmarks/step_breakdown.py --size my_config.yaml --rounds 1 --warmup 0      # a config's sizes, quickly
 
 One iteration of Algorithm 1 (as :mod:`benchmarks.step_cost`'s bare loop runs it) passes one batch through:
 G_at and G_ta twice each (the four translations), D_t and D_a three times each (once frozen in the generator
@@ -99,7 +100,7 @@ def report(t: dict, command: str, args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=("demo", "paper"), default="demo")
+    parser.add_argument("--size", default="demo", help="demo, paper, or a config file (step_cost.load_size)")
     parser.add_argument("--batch", type=int, default=None, help="default: the size's config")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--channels-last", action="store_true")

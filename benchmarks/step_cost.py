@@ -2,6 +2,7 @@
 
     python benchmarks/step_cost.py                                   # demo and paper size on this machine
     python benchmarks/step_cost.py --sizes paper --device cuda --precision bf16 --channels-last --compile
+    python benchmarks/step_cost.py --sizes my_config.yaml --rounds 1 --no-memory     # a config's sizes, quickly
 
 (a) ``lightning``: one iteration of :class:`~mkdseg.methods.MKDModule` through ``Trainer.fit``:
     the time between two consecutive ``on_train_batch_start`` calls, so it includes Lightning's loop,
@@ -54,8 +55,12 @@ VARIANTS = ("lightning", "bare", "literal")
 
 # -- setup -----------------------------------------------------------------------------------------
 def load_size(name: str, batch: int | None, cache: Path, phantom_subjects: int) -> tuple[dict, dict]:
-    config = yaml.safe_load(SIZES[name].read_text())
+    """``(model options, data options)`` of a size: ``demo``, ``paper`` or the path of a config with their
+    layout (``model.init_args``, ``data``: an MKD config on the phantom)."""
+    config = yaml.safe_load((SIZES[name] if name in SIZES else Path(name)).read_text())
     data = dict(config["data"])
+    if data.get("image_size") is None:  # null: the data's own size (the phantom's default), as a run resolves it
+        data["image_size"] = UnpairedSliceDataModule(**data).image_size
     model = dict(config["model"]["init_args"], image_size=data["image_size"])
     data.update(
         root=str(cache / f"bench_phantom{data['image_size']}"), phantom_subjects=phantom_subjects,
@@ -382,7 +387,7 @@ def run_size(name: str, args, device: torch.device) -> dict:
         )
         trainer.fit(model, datamodule=dm)
     rate = loader_rate(dm, args.loader_batches)
-    if device.type == "cpu":
+    if device.type == "cpu" and not args.no_memory:
         interleave.peaks = {v: [cpu_peak_memory(name, v, args)] for v in VARIANTS if v == "lightning" or v in others}
     return {
         "name": name, "image_size": data_args["image_size"], "batch": data_args["batch_size"],
@@ -441,7 +446,7 @@ def report(results: list[dict], command: str, device: str, args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="demo,paper", help="comma-separated: demo, paper")
+    parser.add_argument("--sizes", default="demo,paper", help="comma-separated: demo, paper, or config files (see load_size)")
     parser.add_argument("--variants", default=",".join(VARIANTS[1:]), help="besides lightning: bare, literal")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -456,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loader-batches", type=int, default=20)
     parser.add_argument("--phantom-subjects", type=int, default=4, help="phantom size for the benchmark data")
     parser.add_argument("--cache", default=str(ROOT / "data_cache"))
+    parser.add_argument("--no-memory", action="store_true", help="CPU: skip the peak memory (a fresh process per variant)")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: CPU memory of one variant
     parser.add_argument("--out", default=None, help="also write the report here (e.g. benchmarks/RESULTS_scale.md)")
     args = parser.parse_args(argv)

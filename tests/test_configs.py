@@ -11,13 +11,13 @@ from mkdseg.methods import MKDModule
 from conftest import REPO, write_tiny_cache
 
 
-def _build(*configs: str, tmp_path=None):
+def _build(*configs: str, tmp_path=None, extra: tuple[str, ...] = ()):
     args = []
     for c in configs:
         args += ["--config", str(REPO / "configs" / c)]
     if tmp_path is not None:
         args += [f"--trainer.default_root_dir={tmp_path}", f"--data.root={tmp_path / 'data'}"]
-    return build_cli(args, run=False)
+    return build_cli(args + list(extra), run=False)
 
 
 def test_paper_config_builds_the_paper_networks_at_256(tmp_path):
@@ -46,6 +46,27 @@ def test_data_configs_read_a_cache(tmp_path, data, target, assistant, size):
     assert hp.source == "cache" and hp.n_folds == 2 and hp.n_val == 2 and (hp.target, hp.assistant) == (target, assistant)
     assert cli.model.spec.structures == tuple(cli.datamodule.structures)  # linked from the data
     assert cli.trainer.logger.save_dir == str(tmp_path)  # the run folder is trainer.default_root_dir
+
+
+def test_no_shipped_config_pins_modality_names():
+    """The cache records its roles (``mkdseg preprocess --target --assistant``): a config that named them would
+    stop on a cache whose names differ (``mr`` vs ``mri``, or two MR sequences named at preprocessing)."""
+    import yaml
+
+    # configs/bench/ is exempt: each names the one dataset its recorded runs were trained on, and its text
+    # is part of those runs' keys (benchmarks.reproduce reuses a finished run only for the same config)
+    for path in sorted(p for p in (REPO / "configs").rglob("*.yaml") if "bench" not in p.parts):
+        data = (yaml.safe_load(path.read_text()) or {}).get("data")
+        assert not (isinstance(data, dict) and {"target", "assistant"} & set(data)), path
+
+
+def test_demo_config_on_a_cache_takes_its_size_and_roles(tmp_path):
+    """`--data.source=cache --data.root=...` after configs/demo.yaml is all a preprocessed cache needs: the data
+    and the networks take the cache's slice size (here 32, not the phantom's 64) and roles."""
+    write_tiny_cache(tmp_path / "data", "ct", "mri", 32)
+    cli = _build("demo.yaml", tmp_path=tmp_path, extra=["--data.source=cache"])
+    assert cli.datamodule.image_size == cli.model.hparams.image_size == 32
+    assert (cli.datamodule.hparams.target, cli.datamodule.hparams.assistant) == ("ct", "mri")
 
 
 def test_demo_config_is_cpu_sized(tmp_path):

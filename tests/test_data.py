@@ -165,6 +165,21 @@ def test_image_size_must_match_the_cache(phantom_root):
         dm.setup("fit")
 
 
+def test_image_size_and_roles_default_to_the_caches(tmp_path):
+    """A cache's slice size and roles need not be repeated: unset, they are the cache's; a size it was not
+    made with fails at construction naming both numbers and how to fix it; ``mr`` finds ``mri``."""
+    from conftest import write_tiny_cache
+
+    write_tiny_cache(tmp_path, "ct", "mri", image_size=16, n_subjects=2)
+    dm = make_datamodule(tmp_path, source="cache", image_size=None)
+    assert (dm.image_size, dm.hparams.image_size, dm.hparams.target, dm.hparams.assistant) == (16, 16, "ct", "mri")
+    with pytest.raises(ValueError, match=r"data.image_size=32 but .* 16x16 slices.*unset.*--image-size 32"):
+        make_datamodule(tmp_path, source="cache", image_size=32)
+    swapped = make_datamodule(tmp_path, source="cache", image_size=None, target="mr", assistant="ct")
+    assert (swapped.hparams.target, swapped.hparams.assistant) == ("mri", "ct")
+    assert make_datamodule(tmp_path / "p", image_size=None).image_size == 64  # the phantom's default size
+
+
 def test_cache_source_without_cache_names_the_folder(tmp_path):
     for source in ("cache", "mmwhs"):  # mmwhs: the source's name in configs written before any cache was one
         with pytest.raises(FileNotFoundError, match=r"nothing.*mkdseg preprocess"):
@@ -189,7 +204,7 @@ def test_paired_rendering_is_the_assistant_subjects_anatomy_in_the_target_modali
     k = 3 * len(dm.assistant_train) + n_slices + 2  # target slice 3 with assistant volume 1, slice 2
     item = dm.train_set[k]
     record = records[1]
-    assert record.modality == "mr" and item["x_a_as_t"].shape == item["x_a"].shape
+    assert record.modality == "mri" and item["x_a_as_t"].shape == item["x_a"].shape
     paired = render_record_as(record, "ct")
     assert torch.equal(item["x_a_as_t"][0], torch.from_numpy(paired[2]))
     # the same person: the CT rendering's label map is the MR volume's label map

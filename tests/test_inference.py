@@ -1,4 +1,4 @@
-"""Whole-volume prediction in the input's geometry (mkdseg.inference, ``mkdseg segment``)."""
+"""Whole-volume prediction in the input's geometry (the mkdseg.inference package, ``mkdseg segment``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from mkdseg.data.mmwhs import preprocess
 from mkdseg.data.nifti import load_geometry, load_image, to_canonical
 from mkdseg.data.roi import Box, bounding_ranges, square_box
 from mkdseg.inference import SlicePredictor, locate_structures, segment_file, segment_main
+from mkdseg.inference import regions
 from mkdseg.labels import MMWHS, DataSpec
 
 MMWHS_CODES = tuple(code for _, code in MMWHS)
@@ -122,8 +123,8 @@ def test_second_pass_crops_like_preprocessing(tmp_path: Path, monkeypatch) -> No
     scan, blob = blob_scan("LPS")
     nib.save(scan, tmp_path / "scan.nii.gz")
     boxes = []
-    real = inference.predict_box
-    monkeypatch.setattr(inference, "predict_box", lambda volume, window, box, *a, **k: boxes.append(box) or
+    real = regions.predict_box
+    monkeypatch.setattr(regions, "predict_box", lambda volume, window, box, *a, **k: boxes.append(box) or
                         real(volume, window, box, *a, **k))
     segment_file(tmp_path / "scan.nii.gz", tmp_path / "seg.nii.gz", SlicePredictor(ThresholdSegmentor(64), 64), SPEC)
     geometry = load_geometry(tmp_path / "scan.nii.gz")

@@ -74,7 +74,7 @@ def test_reads_cases_labels_and_ending(tmp_path):
 
 @pytest.mark.parametrize("channel, override, expected", [
     ("CT", None, "ct"), ("MRI", None, "mri"), ("T2 SPIR", None, "t2_spir"), ("  T1-w / fat sat ", None, "t1_w_fat_sat"),
-    ("MRI", "T2 SPIR", "t2_spir"), ("CT", "mr", "mr"),
+    ("MRI", "T2 SPIR", "t2_spir"), ("CT", "mr", "mr"), ("MR", None, "mri"),  # one cache name for MR (the phantom's)
 ])
 def test_modality_is_normalised_and_can_be_overridden(tmp_path, channel, override, expected):
     root = make_dataset(tmp_path / "ds", channel_names={"0": channel})

@@ -32,7 +32,7 @@ def class_means(image: np.ndarray, label: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("modality", ["ct", "mr"])
+@pytest.mark.parametrize("modality", ["ct", "mri"])
 def test_render_is_deterministic_per_seed(modality):
     image, label = render_subject(3, modality)
     again_image, again_label = render_subject(3, modality)
@@ -44,12 +44,12 @@ def test_render_is_deterministic_per_seed(modality):
 
 def test_seed_fixes_anatomy_and_modality_fixes_appearance():
     ct, ct_label = render_subject(5, "ct")
-    mr, mr_label = render_subject(5, "mr")
+    mr, mr_label = render_subject(5, "mri")
     np.testing.assert_array_equal(ct_label, mr_label)
     assert not np.allclose(ct, mr)
 
 
-@pytest.mark.parametrize("modality", ["ct", "mr"])
+@pytest.mark.parametrize("modality", ["ct", "mri"])
 @pytest.mark.parametrize("image_size, n_slices", [(64, 16), (48, 10)])
 def test_output_contract(modality, image_size, n_slices):
     min_area = phantom.min_structure_area(image_size)
@@ -94,13 +94,13 @@ def test_contrast_is_not_a_monotone_map(seed):
     (dark lung and fat) but darker in MR (bright fat, black myocardium); AA brighter than RA in CT
     (arterial-phase contrast) but darker in MR (flow dephasing)."""
     ct = class_means(*render_subject(seed, "ct"))
-    mr = class_means(*render_subject(seed, "mr"))
+    mr = class_means(*render_subject(seed, "mri"))
     assert ct[CLASS["MYO"]] > ct[0] and mr[CLASS["MYO"]] < mr[0]
     assert ct[CLASS["AA"]] > ct[CLASS["RA"]] and mr[CLASS["AA"]] < mr[CLASS["RA"]]
 
 
 def test_cavities_differ_in_intensity_in_both_modalities():
-    for modality in ("ct", "mr"):
+    for modality in ("ct", "mri"):
         means = class_means(*render_subject(0, modality))[[CLASS[s] for s in ("LA", "LV", "RA", "RV", "AA", "PA")]]
         assert np.ptp(means) > 0.1, f"{modality}: cavities look identical"
 
@@ -121,7 +121,7 @@ def test_mr_has_bias_field_ct_does_not():
     # differ only through the bias field. Measured: CT ~0.005, MR 0.03-0.09 (intensity units of [-1, 1]).
     seeds = range(4)
     ct = np.mean([half_split_contrast(*_image_and_mask(s, "ct", "LA")) for s in seeds])
-    mr = np.mean([half_split_contrast(*_image_and_mask(s, "mr", "LA")) for s in seeds])
+    mr = np.mean([half_split_contrast(*_image_and_mask(s, "mri", "LA")) for s in seeds])
     assert ct < 0.015
     assert mr > 0.03 and mr > 4 * ct
 
@@ -143,17 +143,17 @@ def file_mtimes(root) -> dict[str, int]:
 
 
 def test_generate_phantom_writes_a_readable_cache(tmp_path):
-    cache = generate_phantom(tmp_path, target="mr", assistant="ct", seed=1, **SMALL)
+    cache = generate_phantom(tmp_path, target="mri", assistant="ct", seed=1, **SMALL)
     reread = SliceCache(tmp_path)
     assert reread.source == "phantom"
-    assert [r.key for r in reread.volumes()] == ["ct/000", "ct/001", "ct/002", "mr/000", "mr/001"]
+    assert [r.key for r in reread.volumes()] == ["ct/000", "ct/001", "ct/002", "mri/000", "mri/001"]
     assert [r.key for r in cache.volumes()] == [r.key for r in reread.volumes()]
-    record = reread.records["mr/001"]
+    record = reread.records["mri/001"]
     assert record.n_slices == 8 and record.spacing == [1.0, 1.0, 1.0]
     assert record.affine == np.eye(4).tolist()
     assert record.extra["role"] == "target" and reread.records["ct/000"].extra["role"] == "assistant"
     image, label = reread.load(record)
-    expected_image, expected_label = render_subject(record.extra["anatomy_seed"], "mr", 32, 8)
+    expected_image, expected_label = render_subject(record.extra["anatomy_seed"], "mri", 32, 8)
     np.testing.assert_array_equal(image, expected_image)
     np.testing.assert_array_equal(label, expected_label)
 
@@ -175,18 +175,33 @@ def test_generate_phantom_regenerates_when_parameters_change(tmp_path):
     first = generate_phantom(tmp_path, seed=0, **SMALL)
     old_image, _ = first.load(first.records["ct/001"], mmap=False)
     second = generate_phantom(tmp_path, seed=7, **{**SMALL, "n_assistant": 1})
-    assert sorted(second.records) == ["ct/000", "ct/001", "mr/000"]
-    assert not (tmp_path / "mr" / "002_image.npy").exists()  # files of dropped subjects are removed
+    assert sorted(second.records) == ["ct/000", "ct/001", "mri/000"]
+    assert not (tmp_path / "mri" / "002_image.npy").exists()  # files of dropped subjects are removed
     new_image, _ = SliceCache(tmp_path).load(second.records["ct/001"])
     assert not np.array_equal(old_image, new_image)
     assert SliceCache(tmp_path).records["ct/001"].extra["phantom"]["seed"] == 7
+
+
+def test_phantom_says_mri_as_nnunet_does_and_still_takes_mr(tmp_path):
+    """One name for one modality: the phantom's MR is ``mri`` (nnU-Net's "MRI"); ``mr``, its old name, is the
+    same modality (same images), and a phantom cache written under ``mr/`` is regenerated under ``mri/``."""
+    assert phantom.PHANTOM_INFO.modalities == ("ct", "mri") and phantom.PHANTOM_INFO.roles["assistant"] == "mri"
+    np.testing.assert_array_equal(render_subject(3, "mr", 16, 2)[0], render_subject(3, "mri", 16, 2)[0])
+    old = generate_phantom(tmp_path, **SMALL)
+    for record in old.volumes("mri"):  # rewrite it as an old version did
+        record.modality = "mr"
+        record.extra["phantom"]["assistant"] = "mr"
+    old.records = {r.key: r for r in old.records.values()}
+    old.save()
+    cache = generate_phantom(tmp_path, assistant="mr", **SMALL)
+    assert cache.modalities == ["ct", "mri"] and cache.roles == {"target": "ct", "assistant": "mri"}
 
 
 def test_generate_phantom_is_unpaired(tmp_path):
     cache = generate_phantom(tmp_path, **SMALL)
     for subject in ("000", "001"):
         _, ct_label = cache.load(cache.records[f"ct/{subject}"])
-        _, mr_label = cache.load(cache.records[f"mr/{subject}"])
+        _, mr_label = cache.load(cache.records[f"mri/{subject}"])
         assert label_disagreement(ct_label, mr_label) > 0.1
 
 
@@ -195,7 +210,7 @@ def test_generate_phantom_is_unpaired(tmp_path):
     [
         ({"target": "us"}, "target"),
         ({"assistant": "pet"}, "assistant"),
-        ({"target": "mr", "assistant": "mr"}, "assistant"),
+        ({"target": "mri", "assistant": "mri"}, "assistant"),
         ({"n_target": 0}, "n_target"),
     ],
 )
@@ -264,7 +279,7 @@ def test_ct_segmentor_fails_on_mr(tmp_path):
     """
     cache = generate_phantom(tmp_path, n_target=6, n_assistant=3, image_size=64, n_slices=16)
     ct = [cache.load(r, mmap=False) for r in cache.volumes("ct")]
-    mr = [cache.load(r, mmap=False) for r in cache.volumes("mr")]
+    mr = [cache.load(r, mmap=False) for r in cache.volumes("mri")]
     net = train_segmentor(ct[:4])
     ct_dice, mr_dice = mean_dice_of(net, ct[4:]), mean_dice_of(net, mr)
     print(f"CT->CT mean Dice {ct_dice:.3f}, CT->MR mean Dice {mr_dice:.3f}")

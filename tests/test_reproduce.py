@@ -79,7 +79,7 @@ def test_tiny_study_writes_table_csv_and_chart_and_skips_finished_runs(tmp_path,
     def must_not_run(spec):
         raise AssertionError(f"finished run {spec.dir} was run again")
 
-    monkeypatch.setattr(reproduce, "run_one", must_not_run)
+    monkeypatch.setattr("mkdseg.compare.runs.run_one", must_not_run)
     assert main(args) == 0
     assert [p.stat().st_mtime_ns for p in results] == mtimes
     assert (out / "results.md").read_text().split("\n\n")[1] == table.split("\n\n")[1]
@@ -121,7 +121,7 @@ def test_unfinished_run_is_redone_and_a_failure_does_not_stop_the_others(tmp_pat
         spec.result_path.write_text(json.dumps(result))
         return result
 
-    monkeypatch.setattr(reproduce, "run_one", fake_run)
+    monkeypatch.setattr("mkdseg.compare.runs.run_one", fake_run)  # where the harness runs it
     args = ["table1", "--folds", "1", "--seeds", "1", "--config-dir", str(configs), "--out", str(tmp_path / "out"),
             "--runs-dir", str(runs), "--methods", "baseline", "joint"]
     assert main(args) == 1  # one run failed
@@ -285,7 +285,7 @@ def test_probe_reference_scores_the_perfect_translation_as_perfect(phantom_root)
     from mkdseg.data.cache import SliceCache
     from mkdseg.data.phantom import render_record_as
 
-    records = SliceCache(phantom_root).volumes("mr")[:2]
+    records = SliceCache(phantom_root).volumes("mri")[:2]
     reference = tq.PhantomReference.of(records, "ct")
     labels = torch.cat([torch.from_numpy(np.array(SliceCache(phantom_root).load(r)[1])) for r in records])
     errors = reference.intensity_errors(reference.images, labels, list(MMWHS_NAMES))

@@ -7,9 +7,11 @@ text and figures, and every logger also gets the files written next to its logs.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -48,6 +50,39 @@ class DiceTableCallback(L.Callback):
                 logger.log_table(key=f"{stage}/dice_table", columns=columns, data=rows)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text(f"{stage}/dice_table", table, global_step=trainer.global_step)
+
+
+class FinalLastCheckpoint(L.Callback):
+    """Every ``ModelCheckpoint(save_last=...)`` of the run also saves the final weights in its ``last.ckpt``.
+
+    Lightning (2.6) writes ``last.ckpt`` only together with another checkpoint of the same step: a run whose
+    ``max_steps`` falls after its last validation, or whose epoch-end save finds no better monitored value,
+    ends with ``last.ckpt`` at an older step, so testing it tests old weights and extending the run (fit to a
+    larger ``max_steps`` with ``--ckpt_path last.ckpt``) repeats iterations. At the end of training this saves
+    ``last.ckpt`` of each such callback whose last save is older than ``trainer.global_step``; a run interrupted
+    by an exception is left to ``ModelCheckpoint(save_on_exception=...)``. Works with the ModelCheckpoint a
+    config lists, unchanged (``mkdseg fit`` adds this callback to every run).
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        for checkpoint in trainer.checkpoint_callbacks:
+            if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.save_last:
+                continue
+            # ModelCheckpoint's own tests and bookkeeping (not public API; tests/test_last_checkpoint.py checks
+            # them): skip under fast_dev_run, outside fit, and when it already saved at this step
+            if checkpoint._should_skip_saving_checkpoint(trainer):
+                continue
+            if checkpoint.save_last != "link":
+                checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
+                continue
+            # save_last="link" would link last.ckpt to the older checkpoint again: the final weights get a file
+            path = checkpoint.last_model_path or checkpoint.format_checkpoint_name(
+                checkpoint._monitor_candidates(trainer), checkpoint.CHECKPOINT_NAME_LAST)
+            if trainer.is_global_zero and os.path.islink(path):
+                os.remove(path)
+            trainer.strategy.barrier()
+            checkpoint.last_model_path = path  # before saving: it is part of the callback's saved state
+            checkpoint._save_checkpoint(trainer, path)
 
 
 class MetricHistory(L.Callback):

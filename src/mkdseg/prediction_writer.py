@@ -8,7 +8,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from mkdseg.inference import write_cached_prediction
+from mkdseg.inference.writer import write_cached_prediction
 
 
 class VolumePredictionWriter(BasePredictionWriter):

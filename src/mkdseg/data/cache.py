@@ -73,6 +73,7 @@ class CacheInfo:
     roles: dict[str, str]
     slice_axis: int = 2
     margin_mm: float = DEFAULT_MARGIN_MM
+    image_size: int | None = None  # the slices' side in pixels; None: not known yet (a phantom before generation)
 
     @property
     def structure_names(self) -> list[str]:
@@ -120,7 +121,17 @@ class SliceCache:
 
     @property
     def info(self) -> CacheInfo:
-        return CacheInfo(tuple(self.structures), tuple(self.modalities), dict(self.roles), self.slice_axis, self.margin_mm)
+        return CacheInfo(tuple(self.structures), tuple(self.modalities), dict(self.roles), self.slice_axis, self.margin_mm,
+                         self.image_size)
+
+    @property
+    def image_size(self) -> int | None:
+        """The side in pixels of the cache's (square) slices, read from the first volume's file header
+        (``mkdseg preprocess --image-size``); ``None`` for an empty cache or non-square slices."""
+        for record in self.volumes():
+            shape = np.load(self.root / record.image_file, mmap_mode="r").shape
+            return int(shape[1]) if len(shape) == 3 and shape[1] == shape[2] else None
+        return None
 
     def plane(self, record: VolumeRecord) -> str:
         """The in-plane anatomical layout of ``record``'s slices (see :attr:`VolumeRecord.plane`)."""

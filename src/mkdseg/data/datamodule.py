@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import re
@@ -22,6 +23,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 SOURCES = ("phantom", "cache")
 LEGACY_SOURCES = {"mmwhs": "cache"}  # configs written before any cache was one source
 ANATOMICAL_AXES = ("LR", "AP", "SI")
+# one modality, two spellings: caches and configs written when the phantom said "mr" (and MM-WHS's file
+# prefix "mr") still name the modality nnU-Net's channel_names call MRI; either name finds the other
+MODALITY_SYNONYMS = {"mr": "mri", "mri": "mr"}
 _LATERAL = re.compile(r"(?<![a-z])(left|right)(?![a-z])", re.IGNORECASE)  # also between underscores: "Left_Kidney"
 
 
@@ -32,10 +36,13 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         source: ``phantom`` (generated into ``root`` on first use) or ``cache`` (a slice cache written by
             ``mkdseg preprocess``, from nnU-Net datasets or MM-WHS; ``mmwhs`` is accepted as ``cache``).
         root: the slice-cache folder.
-        target, assistant: modality names as the cache has them (``ct``, ``mr``, ``mri`` ...); ``None``
-            takes the roles the cache was preprocessed with (the phantom: ``ct`` and ``mr``). Swap them to
-            reverse the direction.
-        image_size: slice size in pixels; must match the cache.
+        target, assistant: modality names as the cache has them (``ct``, ``mri``, ``t2_spir`` ...); ``None``
+            (the default) takes the roles the cache was preprocessed with (``mkdseg preprocess --target ...
+            --assistant ...``; the phantom: ``ct`` and ``mri``), so configs need not name them. Swap them to
+            reverse the direction. ``mr`` and ``mri`` name the same modality.
+        image_size: slice size in pixels. ``None`` (the default): the cache's (``mkdseg preprocess
+            --image-size``); the phantom is generated at 64. A size the cache was not made with is an
+            error. The networks take the resolved size (``model.init_args.image_size``).
         n_folds, fold, split_seed: subject-level cross-validation over the target subjects
             (see :mod:`mkdseg.data.splits`). The held-out fold is the **test** set.
         n_val: target subjects of the training fold held out for validation (checkpoint selection);
@@ -76,7 +83,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         root: str = "data_cache/phantom",
         target: str | None = None,
         assistant: str | None = None,
-        image_size: int = 256,
+        image_size: int | None = None,
         n_folds: int = 2,
         fold: int = 0,
         split_seed: int = 0,
@@ -111,23 +118,25 @@ class UnpairedSliceDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
         if n_val < 0:
             raise ValueError(f"data.n_val must be >= 0, got {n_val}")
-        if batch_size < 1 or num_workers < 0 or image_size < 8:
+        if batch_size < 1 or num_workers < 0 or (image_size is not None and image_size < 8):
             raise ValueError(f"invalid data sizes: batch_size={batch_size}, num_workers={num_workers}, image_size={image_size}")
         for axis in flip_axes or ():
             _check_choice("data.flip_axes entries", axis, ANATOMICAL_AXES)
         self.appearance = RandomAppearance(appearance, appearance_on)  # checks both options
         self.root = Path(root)
         self.described = self._describe(source)  # structures, modalities, roles, slicing
-        target = target or self.described.roles.get("target")
-        assistant = assistant or self.described.roles.get("assistant")
-        for option, value in (("data.target", target), ("data.assistant", assistant)):
-            if value not in self.described.modalities:
-                raise ValueError(f"{option}={value!r}: data.root={str(self.root)!r} holds modalities {self.described.modalities}")
+        target = self._modality("data.target", target or self.described.roles.get("target"))
+        assistant = self._modality("data.assistant", assistant or self.described.roles.get("assistant"))
         if target == assistant:
             raise ValueError(f"data.target and data.assistant must differ, both are {target!r}")
+        image_size = self._resolve_image_size(source, image_size)
         self.save_hyperparameters()
         sampler_seed = run_seed() if sampler_seed is None else sampler_seed
-        self.hparams.update(source=source, target=target, assistant=assistant, sampler_seed=sampler_seed)  # as resolved
+        self.hparams.update(source=source, target=target, assistant=assistant, image_size=image_size,
+                            sampler_seed=sampler_seed)  # as resolved
+        # what loggers and checkpoints record too: under LightningCLI the initial hparams are the config's (a
+        # null image_size), which Lightning refuses to merge with the model's resolved image_size
+        self._hparams_initial = copy.deepcopy(self._hparams)
         self.train_set: UnpairedSliceDataset | None = None
 
     def _describe(self, source: str) -> CacheInfo:
@@ -147,6 +156,46 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             raise ValueError(f"data.root={str(self.root)!r}: the cache is incomplete (its preprocessing stopped); "
                              "re-run the same `mkdseg preprocess` command to finish it")
         return cache.info
+
+    def _modality(self, option: str, value: str | None) -> str:
+        """``value`` as the data names it (``mr`` finds ``mri`` and back); ``ValueError`` naming ``option``."""
+        held = self.described.modalities
+        if value is None:
+            raise ValueError(f"{option} is not set and data.root={str(self.root)!r} records no such role "
+                             f"(its modalities: {held}); set {option} to one of them")
+        if value not in held and MODALITY_SYNONYMS.get(value) in held:
+            return MODALITY_SYNONYMS[value]
+        if value not in held:
+            raise ValueError(f"{option}={value!r}: data.root={str(self.root)!r} holds modalities {held}; "
+                             f"leave {option} unset to take the role the cache was preprocessed with")
+        return value
+
+    def _resolve_image_size(self, source: str, image_size: int | None) -> int:
+        """The run's slice size: ``image_size``, or the cache's when ``None`` (the phantom: 64)."""
+        if source == "phantom":
+            from mkdseg.data.phantom import DEFAULT_IMAGE_SIZE
+
+            return DEFAULT_IMAGE_SIZE if image_size is None else image_size
+        cached = self.described.image_size
+        if cached is None:
+            if image_size is None:
+                raise ValueError(f"data.root={str(self.root)!r} holds no square slices to take data.image_size from; "
+                                 "re-run `mkdseg preprocess` into it, or set data.image_size")
+            return image_size
+        if image_size is None:
+            return cached
+        if image_size != cached:
+            raise ValueError(
+                f"data.image_size={image_size} but data.root={str(self.root)!r} holds {cached}x{cached} slices: leave "
+                f"data.image_size unset (null: the cache's size, {cached}), or re-run `mkdseg preprocess` with "
+                f"--image-size {image_size} into another --out"
+            )
+        return image_size
+
+    @property
+    def image_size(self) -> int:
+        """The resolved slice size: what the networks are built for (linked to ``model.init_args.image_size``)."""
+        return self.hparams.image_size
 
     @property
     def structures(self) -> list[str]:
@@ -244,7 +293,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         if image.shape[1:] != (self.hparams.image_size,) * 2:
             raise ValueError(
                 f"data.image_size={self.hparams.image_size} but {cache.root / record.image_file} has slices of "
-                f"{image.shape[1]}x{image.shape[2]}"
+                f"{image.shape[1]}x{image.shape[2]}: leave data.image_size unset (null: the cache's size), or re-run "
+                f"`mkdseg preprocess` with --image-size {self.hparams.image_size}"
             )
 
     @property

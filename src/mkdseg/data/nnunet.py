@@ -33,6 +33,10 @@ def normalise_name(name: str) -> str:
     return " ".join(re.sub(r"[\s_\-]+", " ", name.casefold()).split())
 
 
+# channel names that spell one modality two ways: one cache name for it (the phantom's, and nnU-Net's usual "MRI")
+_CHANNEL_SYNONYMS = {"mr": "mri"}
+
+
 def _normalise_modality(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -169,6 +173,8 @@ def read_raw_dataset(root: str | os.PathLike, modality: str | None = None) -> Ra
     if ending not in NIFTI_SUFFIXES:
         raise InputError(f"{json_path}: file_ending is {ending!r}; only NIfTI (.nii.gz or .nii) is supported")
     name = _normalise_modality(channel if modality is None else modality)
+    if modality is None:  # an explicit --*-modality is kept as given
+        name = _CHANNEL_SYNONYMS.get(name, name)
     if not name:
         raise ValueError(f"modality {modality!r} has no letter or digit")
 

@@ -62,11 +62,17 @@ from mkdseg.data.cache import MANIFEST, CacheInfo, SliceCache, VolumeRecord
 from mkdseg.labels import MMWHS, preset_structures
 
 __all__ = [
-    "MODALITIES", "NUM_CLASSES", "PHANTOM_INFO", "STRUCTURES", "TISSUES", "Anatomy", "AppearanceModel", "Solid", "generate_phantom", "min_structure_area",
+    "DEFAULT_IMAGE_SIZE", "MODALITIES", "MODALITY_ALIASES", "NUM_CLASSES", "PHANTOM_INFO", "STRUCTURES", "TISSUES", "Anatomy", "AppearanceModel", "Solid", "generate_phantom", "min_structure_area",
     "rasterise_tissues", "render_appearance", "render_subject", "sample_anatomy", "subject_seed",
 ]
 
-MODALITIES: tuple[str, ...] = ("ct", "mr")
+# named as nnU-Net datasets' channel_names are ("CT", "MRI" -> ct, mri), so a config, a checkpoint's
+# data_spec or a command that names a modality means the same on the phantom and on preprocessed scans
+MODALITIES: tuple[str, ...] = ("ct", "mri")
+#: earlier names still accepted (phantom caches and configs written when the phantom said "mr")
+MODALITY_ALIASES = {"mr": "mri"}
+#: the slice size of the phantom when ``data.image_size`` is not set (the CPU configs' size)
+DEFAULT_IMAGE_SIZE = 64
 PHANTOM_SOURCE = "phantom"
 # Bump when the generator's output changes, so caches written by an older version are regenerated.
 PHANTOM_VERSION = 1
@@ -78,7 +84,7 @@ STRUCTURES: tuple[str, ...] = tuple(name for name, _ in MMWHS)  # the phantom dr
 NUM_CLASSES = len(STRUCTURES) + 1
 PLANE = "PL"  # slice rows run to posterior, columns to the patient's left (see Anatomy above)
 #: what every phantom cache holds; the DataModule needs it before the phantom is generated
-PHANTOM_INFO = CacheInfo(tuple(preset_structures(MMWHS, MODALITIES)), MODALITIES, {"target": "ct", "assistant": "mr"})
+PHANTOM_INFO = CacheInfo(tuple(preset_structures(MMWHS, MODALITIES)), MODALITIES, {"target": "ct", "assistant": "mri"})
 TISSUES: tuple[str, ...] = ("air",) + STRUCTURES + (
     "muscle", "fat", "lung", "bone", "liver", "descending_aorta", "papillary",
 )
@@ -359,7 +365,7 @@ MR = AppearanceModel(
     noise=0.03,
     blood_jitter=0.05,
 )
-APPEARANCE = {"ct": CT, "mr": MR}
+APPEARANCE = {"ct": CT, "mri": MR}
 BLOOD = ("LA", "LV", "RA", "RV", "AA", "PA", "descending_aorta")
 # Blood that has passed the lungs: in arterial-phase CT it enhances together, apart from the right heart.
 LEFT_SIDED_BLOOD = ("LA", "LV", "AA", "descending_aorta")
@@ -370,6 +376,7 @@ MR_BOUNDARY_DARKENING = 0.35  # signal kept in fat voxels at a fat-water interfa
 
 def render_appearance(tissue: np.ndarray, modality: str, rng: np.random.Generator) -> np.ndarray:
     """Render a tissue volume [S, H, W] as a float32 image in [-1, 1] with the modality's model."""
+    modality = _check_modality("modality", modality)
     model = APPEARANCE[modality]
     shape = tissue.shape
     # Object: tissue means and textures, then the modality's own structure in the object.
@@ -454,9 +461,12 @@ def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_modality(name: str, value: str) -> None:
+def _check_modality(name: str, value: str) -> str:
+    """``value`` as the phantom names it (``mr`` -> ``mri``); ``ValueError`` if the phantom has no such modality."""
+    value = MODALITY_ALIASES.get(value, value)
     if value not in MODALITIES:
         raise ValueError(f"{name} must be one of {MODALITIES}, got {value!r}")
+    return value
 
 
 def render_subject(
@@ -476,7 +486,7 @@ def render_subject(
     >>> image.shape, image.dtype, label.dtype, int(label.max())
     ((8, 32, 32), dtype('float32'), dtype('uint8'), 7)
     """
-    _check_modality("modality", modality)
+    modality = _check_modality("modality", modality)
     if image_size < 16 or n_slices < 1:
         raise ValueError(f"image_size must be >= 16 and n_slices >= 1, got {image_size} and {n_slices}")
     anatomy = sample_anatomy(np.random.default_rng([seed, 0]))
@@ -488,7 +498,7 @@ def render_subject(
 def render_record_as(record: VolumeRecord, modality: str) -> np.ndarray:
     """The phantom subject of ``record`` as ``modality`` would show it: same anatomy, so the same
     label map. The perfect translation of that subject, for the oracle-translation control."""
-    _check_modality("modality", modality)
+    modality = _check_modality("modality", modality)
     seed, image_size = _phantom_subject(record)
     image, _ = render_subject(seed, modality, image_size, record.n_slices)
     return image
@@ -511,6 +521,7 @@ def _phantom_subject(record: VolumeRecord) -> tuple[int, int]:
 
 def subject_seed(seed: int, modality: str, index: int) -> int:
     """The anatomy seed of subject ``index`` of ``modality`` in the dataset drawn with ``seed``."""
+    modality = _check_modality("modality", modality)
     return int(np.random.SeedSequence([seed, MODALITIES.index(modality), index]).generate_state(1)[0])
 
 
@@ -518,10 +529,10 @@ def generate_phantom(
     root: str | os.PathLike,
     *,
     target: str = "ct",
-    assistant: str = "mr",
+    assistant: str = "mri",
     n_target: int = 12,
     n_assistant: int = 12,
-    image_size: int = 64,
+    image_size: int = DEFAULT_IMAGE_SIZE,
     n_slices: int = 16,
     seed: int = 0,
 ) -> SliceCache:
@@ -533,8 +544,7 @@ def generate_phantom(
     reused as is, otherwise ``root`` is regenerated. A cache in ``root`` that is not a phantom (an
     MM-WHS cache, say) is never overwritten: that raises ``ValueError``.
     """
-    _check_modality("target", target)
-    _check_modality("assistant", assistant)
+    target, assistant = _check_modality("target", target), _check_modality("assistant", assistant)
     if target == assistant:
         raise ValueError(f"target and assistant must be different modalities, both are {target!r}")
     if n_target < 1 or n_assistant < 0:

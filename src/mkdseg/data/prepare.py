@@ -47,7 +47,8 @@ def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str
         if datasets[0].modality == datasets[1].modality:
             raise InputError(
                 f"{datasets[0].root} and {datasets[1].root}: both datasets are modality {datasets[0].modality!r} "
-                "(channel_names); name them apart with --target-modality / --assistant-modality"
+                "(channel_names); name them apart with --target-modality / --assistant-modality (once: the cache "
+                "records which is the target and which the assistant, so training needs no names)"
             )
     names = match_structures(datasets[0], datasets[-1], structures)  # alone (no assistant): the target's own labels
     run_structures = [Structure(name, {d.modality: d.code_of(name) for d in datasets}) for name in names]
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{role}-orientation", metavar="AXCODES",
                             help=f"the {role} arrays' true orientation (e.g. LAS) when the dataset's headers are wrong; "
                                  "default: trust the headers")
-    parser.add_argument("--image-size", type=int, default=256, help="slice size after resizing (default: 256)")
+    parser.add_argument("--image-size", type=int, default=256, help="slice size after resizing (default: 256, the paper's); `mkdseg fit` takes the cache's size "
+                             "unless data.image_size is set; on a CPU, 64 (the phantom demo's) trains far faster")
     parser.add_argument("--margin-mm", type=float, default=DEFAULT_MARGIN_MM,
                         help=f"context around the structures' box in mm (default: {DEFAULT_MARGIN_MM})")
     parser.add_argument("--max-cases", type=int, help="only the first N cases of each dataset")
@@ -113,8 +115,12 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
         print(f"mkdseg preprocess: error: {e}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{len(cache.volumes(m))} {m}" for m in cache.modalities)
+    size = cache.image_size
+    roles = ", ".join(f"{role} {name}" for role, name in cache.roles.items())
     print(f"mkdseg preprocess: {counts} volumes of {', '.join(cache.structure_names)} "
-          f"({SLICE_AXIS_NAMES[cache.slice_axis]} slices) in {cache.root}")
+          f"({SLICE_AXIS_NAMES[cache.slice_axis]} slices, {size}x{size} px; {roles}) in {cache.root}")
+    # the cache records its roles and slice size: training needs neither the modality names nor the size
+    print(f"train on it: mkdseg fit --config configs/demo.yaml --data.source=cache --data.root={cache.root}")
     return 0
 
 

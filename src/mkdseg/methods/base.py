@@ -1,16 +1,16 @@
-"""What every training method shares: evaluation on whole volumes, reports, checkpoint identity.
+"""What every training method shares: evaluation on whole volumes and its summary, checkpoint identity.
 
 A method subclasses :class:`SegmentationMethod`, builds its networks, implements ``training_step``
 and ``configure_optimizers``, and says how it predicts in :meth:`predict_components`. Validation,
-test, prediction, metric logging and the result files are the same for every method.
+test, prediction and metric logging are the same for every method; the result files of a test are
+written from :meth:`SegmentationMethod.evaluation_summary` by
+:class:`mkdseg.reports.EvaluationReportWriter`.
 """
 
 from __future__ import annotations
 
-import csv
 import importlib
 import io
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +20,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from mkdseg.io import atomic_write_text
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
 from mkdseg.methods.distributed import gather_per_rank
@@ -137,7 +136,8 @@ class SegmentationMethod(L.LightningModule):
     def evaluation_summary(self, stage: str) -> dict:
         """The latest evaluation of ``stage`` (``"val"`` or ``"test"``): ``{"stage", "step", "rows": per volume,
         structure and predictor, "dice": summarize(rows)}`` (and ``"assd"`` after a test). What callbacks,
-        the demo and the benchmark harness report; ``LookupError`` if ``stage`` has not been evaluated."""
+        the demo and the benchmark harness report (:class:`mkdseg.reports.EvaluationReportWriter` writes the
+        test's to ``summary.json`` and ``per_case.csv``); ``LookupError`` if ``stage`` has not been evaluated."""
         if stage not in self._summaries:
             raise LookupError(f"no {stage} evaluation has run on this {type(self).__name__}")
         return self._summaries[stage]
@@ -148,9 +148,7 @@ class SegmentationMethod(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         result = self._log_summary("test")
         result["assd"] = summarize([r for r in result["rows"] if "assd" in r], "assd")
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective under DDP: all ranks
-        if self.trainer.is_global_zero:
-            write_reports(result, out_dir)
+        if self.trainer.is_global_zero:  # the files: mkdseg.reports.EvaluationReportWriter
             rank_zero_info("\nPer-volume Dice (%) over the test volumes, mean ± std:\n" + format_table(result["dice"]))
             rank_zero_info("\nASSD (mm), mean ± std:\n" + format_table(result["assd"], "ASSD", scale=1.0))
 
@@ -184,24 +182,6 @@ class SegmentationMethod(L.LightningModule):
         """Automatic optimisation: Lightning steps ``interval: epoch`` schedulers here; only whole epochs count."""
         if self.completed_an_epoch():
             scheduler.step() if metric is None else scheduler.step(metric)
-
-
-def write_reports(result: dict, out_dir: Path) -> None:
-    """``summary.json`` (means, stds, counts) and ``per_case.csv`` (one row per volume, structure, predictor)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"dice": result["dice"], "assd": result.get("assd", {})}
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
-    fields = ["predictor", "subject", "structure", "dice", "assd"]
-    lines = [",".join(fields)]
-    for r in sorted(result["rows"], key=lambda r: (r["predictor"], r["subject"])):  # structures in class order
-        lines.append(",".join(_csv_cell(r.get(f, "")) for f in fields))
-    atomic_write_text(out_dir / "per_case.csv", "\n".join(lines) + "\n")
-
-
-def _csv_cell(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
 
 
 def load_method(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationMethod:

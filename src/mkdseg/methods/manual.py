@@ -41,6 +41,20 @@ def uncounted(optimizer) -> Iterator[None]:
     Lightning counts every optimizer step, six per MKD iteration; ``max_steps``, checkpoint intervals
     and step-based schedules must count iterations: every step is taken uncounted and each iteration
     is counted once by :func:`count_iteration`.
+
+    This uses Lightning's private step hooks, deliberately: Lightning 2.6 has no public way to count
+    one iteration per ``training_step`` under manual optimization. Its manual loop
+    (``lightning.pytorch.loops.optimization.manual._ManualOptimization.on_run_start``) installs
+    ``_on_before_step``/``_on_after_step`` on every :class:`LightningOptimizer` for the duration of the
+    ``training_step``, and ``LightningOptimizer.step`` calls them, so ``trainer.global_step`` (that
+    loop's ``optim_step_progress.total.completed``) grows by one per optimizer step. Upstream issue:
+    Lightning-AI/pytorch-lightning#17958 "incorrect global_step with multiple optimizers and
+    automatic_optimization=False" (open; the fix, PR #19589, is unmerged). The public alternatives
+    fail here: stepping the raw ``optimizer.optimizer`` bypasses the strategy's ``optimizer_step``
+    (precision plugin, ``on_before_optimizer_step`` hooks, sharded strategies), and counting only via
+    the last optimizer's ``step()`` loses the iteration whenever a loss-scale overflow makes
+    :class:`~torch.amp.GradScaler` skip that step. Revisit when #17958 is resolved; the tests in
+    ``tests/test_mkd_step.py`` and ``tests/test_resume.py`` pin the counting.
     """
     if not isinstance(optimizer, LightningOptimizer):
         yield

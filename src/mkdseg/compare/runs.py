@@ -1,0 +1,233 @@
+"""One training run of a comparison, and many in parallel processes.
+
+A run is a LightningCLI config (config files merged by jsonargparse in order, then dotted ``--key=value``
+overrides) for one fold and seed, trained in its own folder: fit, then test of the weights of its best
+validation (``val/dice`` on ``data.n_val`` subjects of the training fold: never test subjects) and of its
+final weights. Its ``result.json`` is written last and atomically: a folder with one is finished and is
+reused by every later invocation that asks for the same run; a folder without one is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+#: the callback that keeps the weights of the best validation of a fit (``val/dice``: the primary predictor's)
+BEST_CHECKPOINT = {
+    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+    "init_args": {"monitor": "val/dice", "mode": "max", "save_top_k": 1, "filename": "best-{step}"},
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run: ``name`` (the method's), its configs and overrides, the draw (fold, seed) and where runs live.
+
+    Its folder is ``<runs_dir>/<name>-<hash of the configs' text and the overrides>/fold<f>-seed<s>``."""
+
+    name: str
+    configs: tuple[Path, ...]
+    overrides: tuple[str, ...]
+    fold: int
+    seed: int
+    runs_dir: Path
+    max_steps: int
+
+    @property
+    def key(self) -> str:
+        text = [Path(c).read_text() for c in self.configs] + sorted(self.overrides)
+        return f"{self.name}-{hashlib.sha1(json.dumps(text).encode()).hexdigest()[:8]}"
+
+    @property
+    def dir(self) -> Path:
+        return self.runs_dir / self.key / f"fold{self.fold}-seed{self.seed}"
+
+    @property
+    def result_path(self) -> Path:
+        return self.dir / "result.json"
+
+    def cli_args(self) -> list[str]:
+        args = [a for c in self.configs for a in ("--config", str(c))]
+        return [*args, *self.overrides, f"--seed_everything={self.seed}", f"--data.fold={self.fold}",
+                f"--data.sampler_seed={self.seed}", f"--trainer.default_root_dir={self.dir}",
+                "--trainer.logger.init_args.name=logs"]
+
+
+def run_one(spec) -> dict:
+    """Fit and test one run in this process; write and return its ``result.json``.
+
+    ``spec`` has ``name``, ``key``, ``fold``, ``seed``, ``dir``, ``result_path`` and ``cli_args()`` (which may
+    write the run's ``config.yaml`` itself; otherwise the merged config is written there)."""
+    from mkdseg.callbacks import MetricHistory
+    from mkdseg.cli import build_cli
+    from mkdseg.io import atomic_write_text
+
+    if spec.dir.exists():  # an unfinished earlier attempt
+        shutil.rmtree(spec.dir)
+    spec.dir.mkdir(parents=True)
+    start = time.perf_counter()
+    args = spec.cli_args()
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns about command-line arguments beside `args`
+    try:
+        cli = build_cli(args, run=False)
+    finally:
+        sys.argv = argv
+    if not (spec.dir / "config.yaml").exists():
+        atomic_write_text(spec.dir / "config.yaml", cli.parser.dump(cli.config, skip_none=False))
+    history = MetricHistory(str(spec.dir / "logs" / "val_history.json"))  # result.json keeps it as val_curve
+    cli.trainer.callbacks.append(history)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    fit_s = time.perf_counter() - start
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the final weights
+    summary = cli.model.evaluation_summary("test")
+    best = best_checkpoint(cli.trainer)
+    if best is not None:  # the final weights' Dice stays in the record as dice_last
+        last_dice = dice_means(summary["dice"])
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best.best_model_path, verbose=False)
+        summary = cli.model.evaluation_summary("test")
+    result = {
+        "config": spec.name,
+        "key": spec.key,
+        "method": type(cli.model).__module__ + "." + type(cli.model).__name__,
+        "fold": spec.fold,
+        "seed": spec.seed,
+        "primary_predictor": cli.model.primary_predictor,
+        "global_step": cli.trainer.global_step,
+        "fit_s": round(fit_s, 1),
+        "total_s": round(time.perf_counter() - start, 1),
+        "test_volumes": len(cli.datamodule.test_records),
+        "training_images": cli.datamodule.described_training(),  # which images the method saw
+        "dice": dice_means(summary["dice"]),
+        "torch_threads": torch_threads(),
+    }
+    if best is not None:
+        result.update(dice_last=last_dice, tested_weights="best validation",
+                      best_val_dice=float(best.best_model_score), best_checkpoint=Path(best.best_model_path).name)
+    try:  # the last validation of the fit: what choosing among runs may look at (test subjects never are)
+        validation = cli.model.evaluation_summary("val")
+        result.update(val_step=validation["step"], val_dice=dice_means(validation["dice"]),
+                      val_curve=validation_curve(history.history, list(validation["dice"])))
+    except LookupError:
+        pass  # no validation ran within max_steps
+    atomic_write_text(spec.result_path, json.dumps(result, indent=1, allow_nan=True))
+    return result
+
+
+def best_checkpoint(trainer):
+    """The fit's best-validation ``ModelCheckpoint`` (monitoring ``val/dice``) if it has one, else ``None``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor == BEST_CHECKPOINT["init_args"]["monitor"]:
+            if not callback.best_model_path:
+                raise RuntimeError("best-validation weights: no validation ran within trainer.max_steps (is data.n_val 0, "
+                                   "or trainer.val_check_interval past max_steps?), so there are no best weights to test")
+            return callback
+    return None
+
+
+def validation_curve(history: dict[str, list[float]], predictors: list[str]) -> dict[str, list[float]]:
+    """``{"step": [iterations], predictor: [mean validation Dice]}`` of every validation of the fit."""
+    curve = {"step": history.get("step", [])}
+    curve.update({p: history[f"val/dice_{p}"] for p in predictors if f"val/dice_{p}" in history})
+    return curve
+
+
+def tested_validation(result: dict, predictor: str) -> dict:
+    """``{"val_dice", "val_step"}`` of the weights a run tested: its last validation, or for a run that tested
+    its best-validation weights (``best-step=N.ckpt``) that one, so that choosing among runs sees the tested weights."""
+    if "best_checkpoint" not in result:
+        return {"val_dice": result.get("val_dice", {}).get(predictor, {}).get("mean"), "val_step": result.get("val_step")}
+    step = int(Path(result["best_checkpoint"]).stem.split("best-step=")[-1])
+    curve = result["val_curve"]
+    return {"val_dice": curve[predictor][curve["step"].index(step)], "val_step": step}
+
+
+def curve_cell(curve: dict[str, list[float]], predictor: str) -> str:
+    """A predictor's validation curve as one runs.csv cell: ``"step:dice step:dice ..."``."""
+    return " ".join(f"{step}:{value:.4f}" for step, value in zip(curve.get("step", []), curve.get(predictor, [])))
+
+
+def dice_means(dice: dict) -> dict:
+    """``{predictor: {"mean": ..., structure: ...}}``: the per-volume means of an evaluation summary."""
+    return {predictor: {s: entry[s]["mean"] for s in ("mean",) + tuple(k for k in entry if k != "mean")}
+            for predictor, entry in dice.items()}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def machine_description() -> str:
+    import torch
+
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU(s), load average "
+            f"{os.getloadavg()[0]:.1f} at the end, Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} thread(s)), {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+
+
+def _run_safely(spec) -> dict:
+    """``run_one``, with a failure returned as ``{"error": traceback}``: one failed run must not lose the others."""
+    try:
+        return run_one(spec)
+    except Exception:  # noqa: BLE001 - returned, not raised: the caller records it and carries on
+        return {"error": traceback.format_exc()}
+
+
+def _run_in_worker(spec, threads: int | None) -> dict:
+    """``_run_safely`` in a pool process, with the parent's torch thread count."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return _run_safely(spec)
+
+
+def train(pending: list[tuple[str, object]], jobs: int, threads: int | None) -> Iterator[tuple[str, object, dict]]:
+    """Yield ``(tag, spec, result)`` per run as it finishes; ``result`` is ``{"error": traceback}`` for a
+    failed run (also written to the run's ``error.txt``), so that one failure never stops the others.
+
+    ``jobs`` > 1 trains that many runs at a time, each in its own spawned process with ``threads`` torch
+    threads: on a small CPU, J processes of one thread beat one process of J threads (the threads of one
+    small-image step spend their time waiting for each other)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs == 1:
+        for tag, spec in pending:
+            print(f"{tag}: training {spec.max_steps} iterations ...", flush=True)
+            yield tag, spec, _recorded(spec, _run_safely(spec))
+        return
+    # spawn, not fork: a forked child inherits torch's thread pools and any lock held at fork time
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {}
+        for tag, spec in pending:
+            print(f"{tag}: queued, {spec.max_steps} iterations", flush=True)
+            futures[pool.submit(_run_in_worker, spec, threads)] = (tag, spec)
+        for future in as_completed(futures):
+            tag, spec = futures[future]
+            try:
+                result = future.result()
+            except Exception:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
+                result = {"error": traceback.format_exc()}
+            yield tag, spec, _recorded(spec, result)
+
+
+def _recorded(spec, result: dict) -> dict:
+    if "error" in result:
+        spec.dir.mkdir(parents=True, exist_ok=True)
+        (spec.dir / "error.txt").write_text(result["error"])
+    return result

@@ -1,0 +1,127 @@
+"""Every benchmark script runs at a tiny size, so none can rot unnoticed. (method_cost, select_seeds, compare,
+reproduce and translation_quality have test files of their own.) Outputs go to tmp_path, never benchmarks/results."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, TINY_MODEL
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import cpu_speed  # noqa: E402
+import preprocess_speed  # noqa: E402
+import segment_speed  # noqa: E402
+import step_breakdown  # noqa: E402
+import step_cost  # noqa: E402
+import synthetic_ct  # noqa: E402
+
+from mkdseg.labels import MMWHS  # noqa: E402
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """An MKD config on the phantom at the tests' sizes, in the layout step_cost.load_size reads."""
+    model = {k: (list(v) if isinstance(v, tuple) else v) for k, v in TINY_MODEL.items() if k != "image_size"}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": {"init_args": model}, "data": {
+        "source": "phantom", "image_size": 32, "phantom_slices": 8, "batch_size": 2, "num_workers": 0}}))
+    return path
+
+
+def test_synthetic_ct_writes_a_labelled_chest_ct(tmp_path):
+    image, label = tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz"
+    assert synthetic_ct.main([str(image), "--label", str(label), "--shape", "40", "40", "12"]) == 0
+    ct, codes = nib.load(image), np.asarray(nib.load(label).dataobj)
+    assert ct.shape == codes.shape == (40, 40, 12) and ct.get_data_dtype() == np.int16
+    assert set(np.unique(codes)) - {0} <= set(dict(MMWHS).values()) and (codes == dict(MMWHS)["MYO"]).any()
+
+
+def test_segment_speed(tmp_path, tiny_config, capsys):
+    """The script's own call of segment_file (the crash this file was written for) and both passes."""
+    assert segment_speed.main(["--shape", "48", "48", "6", "--config", str(tiny_config), "--image-size", "32",
+                               "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "slice size 32" in out and "precision fp32" in out
+    located, boxed = map(int, re.search(r"pass 1 \(locate\): (\d+), pass 2 \(heart box\): (\d+)", out).groups())
+    assert located > 0 and boxed > 0
+    assert float(re.search(r"peak RSS\s+(\d+) MB", out).group(1)) > 0
+
+
+def test_preprocess_speed(capsys):
+    assert preprocess_speed.main(["--volumes", "1", "--shape", "48", "48", "12", "--image-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "1 x (48, 48, 12) int16 CT" in out and "image size 32" in out
+    assert int(re.search(r"(\d+) slices cached", out).group(1)) > 0
+
+
+def test_step_cost_table_and_json(tmp_path, tiny_config, capsys):
+    out = tmp_path / "step_cost.md"
+    assert step_cost.main(["--sizes", str(tiny_config), "--cache", str(tmp_path / "cache"), "--rounds", "1",
+                           "--warmup", "0", "--no-memory", "--loader-batches", "2", "--log-every", "1",
+                           "--out", str(out)]) == 0
+    table = out.read_text()
+    for variant in ("(a) lightning", "(b) bare", "(c) literal"):
+        assert re.search(rf"\| {re.escape(variant)} \| \d+\.\d+ \|", table), variant
+    result = json.loads(out.with_suffix(".json").read_text())["results"][0]
+    assert result["image_size"] == 32 and result["batch"] == 2
+    assert all(t and min(t) > 0 for t in result["times"].values())
+    assert result["loader_rate"] > 0 and result["params"] > 0
+    capsys.readouterr()
+    # the CPU memory probe a fresh process runs for each variant (here in-process: one Lightning iteration)
+    assert step_cost.main(["--sizes", str(tiny_config), "--cache", str(tmp_path / "cache"), "--probe", "lightning"]) == 0
+    assert re.search(r"^PEAK -?\d+$", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_step_cost_sizes_resolve_a_null_image_size(tmp_path):
+    """configs/demo.yaml leaves data.image_size to the data (the phantom's 64); the paper config says 256."""
+    for name, size in (("demo", 64), ("paper", 256)):
+        model, data = step_cost.load_size(name, None, tmp_path, phantom_subjects=4)
+        assert model["image_size"] == data["image_size"] == size
+
+
+def test_step_breakdown(tmp_path, tiny_config, capsys):
+    assert step_breakdown.main(["--size", str(tiny_config), "--rounds", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
+    seconds = json.loads((tmp_path / "results.json").read_text())["seconds"]
+    assert set(seconds) >= {f"{n}/{case}" for n in step_breakdown.USES for case in ("one", "separate", "batched")}
+    assert min(seconds.values()) > 0
+    assert "| s_syn | " in (tmp_path / "results.md").read_text() and "| s_syn | " in capsys.readouterr().out
+
+
+def test_cpu_speed_runs_the_demo_and_reports(tmp_path, phantom_root, capsys):
+    """One setting, the demo (configs/demo.yaml) at the tests' sizes for 2 iterations, in a child process."""
+    tiny = [f"--data.root={phantom_root}", "--data.image_size=32", "--data.phantom_subjects=4", "--data.phantom_slices=8",
+            "--data.batch_size=2", "--data.samples_per_epoch=4", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+            "--trainer.enable_progress_bar=false", "--model.init_args.seg_channels=[4, 8, 16]",
+            "--model.init_args.seg_strides=[2, 2]", "--model.init_args.eval_batch_size=8",
+            *(f"--model.init_args.{k}={TINY_MODEL[k]}" for k in ("gen_filters", "gen_blocks", "disc_filters", "pool_size"))]
+    out = tmp_path / "out"
+    assert cpu_speed.main(["--settings", "fp32", "--out", str(out), "--work", str(tmp_path / "work"), *tiny]) == 0
+    result = json.loads((out / "fp32.json").read_text())
+    assert result["iterations"] == 2 and result["process_cpu_seconds"] > 0 and result["iterations_per_fit_second"] > 0
+    assert set(result["dice_mean"]) == {"ens", "syn", "real"} and all(0 <= d <= 1 for d in result["dice_mean"].values())
+    report = (out / "results.md").read_text()
+    assert re.search(r"\| fp32 \| \d+\.\d+ \| 1\.00x \|", report) and report in capsys.readouterr().out
+
+
+def test_gpu_check_script_parses_and_its_step_cost_options_exist(capsys):
+    """gpu_check.sh needs a GPU to run; without one: it parses, and the options and names it uses exist."""
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "benchmarks/step_cost.py" in text and "from step_cost import ROOT, load_size, make_data" in text
+    assert all(hasattr(step_cost, name) for name in ("ROOT", "load_size", "make_data"))
+    with pytest.raises(SystemExit) as help_exit:
+        step_cost.main(["--help"])
+    assert help_exit.value.code == 0
+    documented = capsys.readouterr().out
+    used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text.split("common=(", 1)[1]))
+    assert used >= {"--sizes", "--device", "--variants", "--precision", "--channels-last", "--compile"}
+    assert all(option in documented for option in used), used - {o for o in used if o in documented}
