@@ -85,19 +85,3 @@ def test_fit_test_predict_segment_in_one_run_folder(abdomen_cache, tmp_path):
     assert nib.aff2axcodes(result.affine) == nib.aff2axcodes(source.affine)  # written back in the file's own orientation
     assert set(np.unique(np.asanyarray(result.dataobj))) <= {0, *BTCV_CODES.values()}
 
-
-def test_compare_on_the_two_datasets_with_only_the_cpu_size_preset(tmp_path, capsys):
-    """`mkdseg compare` straight from the two nnU-Net datasets (it preprocesses them at the preset's 64 px),
-    2 methods x 2 draws at a smoke budget; 5 folds only to keep the test volumes few."""
-    from mkdseg.compare.cli import compare_main
-
-    out = tmp_path / "cmp"
-    assert compare_main(["--target", str(ABDOMEN / "ct_btcv"), "--assistant", str(ABDOMEN / "mr_chaos"),
-                         "--methods", "joint", "recipe", "--n-target", "2", "--folds", "1", "--seeds", "2",
-                         "--steps", "2", "--set", "data.n_folds=5", "--out", str(out)]) == 0
-    rows = list(csv.DictReader((out / "n2" / "runs.csv").open()))
-    assert sorted((r["method"], r["seed"]) for r in rows) == [("joint", "0"), ("joint", "1"), ("recipe", "0"), ("recipe", "1")]
-    assert list(rows[0])[5:9] == list(BTCV_CODES)  # the datasets' structures, in their order
-    assert all(r["val_step"] == "2" for r in rows)  # a 2-step budget is still validated: its weights are tested
-    report = (out / "recommendation.md").read_text()
-    assert "Recommended: **" in report and "--data.n_target=2" in report
