@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mkdseg.compare.cli import PRESETS, compare_main, stage_overrides, resolve_method
+from mkdseg.compare.cli import PRESETS, compare_main, preset_names, resolve_method, stage_overrides
 from mkdseg.compare.recommend import recommend
 from mkdseg.data.phantom import generate_phantom
 
@@ -114,3 +114,23 @@ def test_every_method_preset_and_the_recipe_overlay_agree():
     assert overlay["model"] == preset["model"] and overlay["data"] == preset["data"]
     for path in sorted((PRESETS / "methods").glob("*.yaml")):
         stage_overrides(resolve_method(path.stem), 10)  # its class imports
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_method_preset_builds_with_the_cpu_size(name, phantom_cache, tmp_path):
+    """The preset after the cpu size config, as `compare` runs it: jsonargparse keeps the size options the
+    method's class takes and drops the others (a segmentor-only method has no generator)."""
+    import sys
+
+    from mkdseg.cli import build_cli
+
+    method = resolve_method(name)
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = build_cli(["--config", str(PRESETS / "cpu.yaml"), "--config", str(method.path), f"--data.root={phantom_cache}",
+                         "--data.image_size=32", "--data.n_target=1", f"--trainer.default_root_dir={tmp_path}",
+                         *stage_overrides(method, 10)], run=False)
+    finally:
+        sys.argv = argv
+    assert type(cli.model).__name__ == method.config["model"]["class_path"].rsplit(".", 1)[1]
+    assert cli.trainer.max_steps == (20 if any(k in cli.model.hparams for k in ("pretrain_steps", "translation_steps")) else 10)
