@@ -75,7 +75,7 @@ from pathlib import Path
 
 import yaml
 
-from mkdseg.compare.runs import BEST_CHECKPOINT, curve_cell, machine_description, run_one, tested_validation, train
+from mkdseg.compare.runs import BEST_CHECKPOINT, RunFolder, curve_cell, machine_description, run_one, tested_validation, train
 from mkdseg.compare.tables import aggregate, bar_chart, markdown_table, paired_difference, structures_of
 from mkdseg.labels import MMWHS
 
@@ -341,7 +341,7 @@ def for_run(config: dict, fold: int, seed: int, run_dir: Path) -> dict:
 
 # -- running -------------------------------------------------------------------------------------
 @dataclass
-class RunSpec:
+class RunSpec(RunFolder):
     config_name: str
     config: dict  # composed, fold/seed-independent
     fold: int
@@ -351,14 +351,6 @@ class RunSpec:
     @property
     def key(self) -> str:
         return f"{self.config_name}-{config_hash(self.config)}"
-
-    @property
-    def dir(self) -> Path:
-        return self.runs_dir / self.key / f"fold{self.fold}-seed{self.seed}"
-
-    @property
-    def result_path(self) -> Path:
-        return self.dir / "result.json"
 
     @property
     def name(self) -> str:

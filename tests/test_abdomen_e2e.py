@@ -44,6 +44,9 @@ def test_the_four_shared_organs_in_btcv_order_and_one_anatomy_in_both_modalities
         # front of the kidneys
         assert rows(liver) > rows(left_kidney) and rows(right_kidney) > rows(left_kidney), record.key
         assert cols(liver) > cols((right_kidney, left_kidney)), record.key
+        # the field of view a scan without a label has: every slice of it, the labels' slab not known
+        assert record.slice_indices == list(range(record.original_shape[2])), record.key
+        assert record.extra["source_label_path"].endswith(f"labelsTr/{record.subject}.nii.gz")
 
 
 def test_fit_test_predict_segment_in_one_run_folder(abdomen_cache, tmp_path):
@@ -77,11 +80,22 @@ def test_fit_test_predict_segment_in_one_run_folder(abdomen_cache, tmp_path):
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     assert set(np.unique(np.asanyarray(written.dataobj))) <= {0, *BTCV_CODES.values()}
 
-    scan = ABDOMEN / "ct_btcv" / "imagesTr" / "btcv_000_0000.nii.gz"
+    # the test's score is what a user gets: predict's label maps, scored against the scans' own label files by
+    # `mkdseg evaluate`, give the test's numbers exactly
+    evaluated = tmp_path / "evaluated"
+    assert main(["evaluate", "--pred", str(predicted[0].parent), "--labels", str(ABDOMEN / "ct_btcv" / "labelsTr"),
+                 "--structures", ",".join(BTCV_CODES), "--out", str(evaluated), "--no-assd"]) == 0
+    by_evaluate = {(r["subject"], r["structure"]): r["dice"] for r in csv.DictReader(open(evaluated / "per_case.csv"))}
+    assert by_evaluate == {(r["subject"], r["structure"]): r["dice"] for r in rows if r["predictor"] == "ens"}
+
+    scan = ABDOMEN / "ct_btcv" / "imagesTr" / f"{split[0][0]}_0000.nii.gz"
     out = tmp_path / "seg.nii.gz"
     assert main(["segment", "-i", str(scan), "-o", str(out), "--ckpt", str(ckpt), "--no-progress", "--precision", "fp32"]) == 0
     source, result = nib.load(scan), nib.load(out)
     assert result.shape == source.shape and np.array_equal(result.affine, source.affine)
     assert nib.aff2axcodes(result.affine) == nib.aff2axcodes(source.affine)  # written back in the file's own orientation
     assert set(np.unique(np.asanyarray(result.dataobj))) <= {0, *BTCV_CODES.values()}
+    # segment cuts the scan as preprocessing cut it, without its label: the map predict wrote for the same scan
+    same = np.asanyarray(result.dataobj) == np.asanyarray(written.dataobj)
+    assert same.mean() > 0.999, same.mean()
 

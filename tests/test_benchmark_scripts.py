@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import cpu_speed  # noqa: E402
 import preprocess_speed  # noqa: E402
 import segment_speed  # noqa: E402
+import segmentor_speed  # noqa: E402
 import step_breakdown  # noqa: E402
 import step_cost  # noqa: E402
 import synthetic_ct  # noqa: E402
@@ -44,14 +45,18 @@ def test_synthetic_ct_writes_a_labelled_chest_ct(tmp_path):
     assert set(np.unique(codes)) - {0} <= set(dict(MMWHS).values()) and (codes == dict(MMWHS)["MYO"]).any()
 
 
-def test_segment_speed(tmp_path, tiny_config, capsys):
-    """The script's own call of segment_file (the crash this file was written for) and both passes."""
+@pytest.mark.parametrize("field_of_view", ["body", "structures"])
+def test_segment_speed(tmp_path, tiny_config, capsys, field_of_view):
+    """The script's own call of segment_file (the crash this file was written for), with one pass or two."""
     assert segment_speed.main(["--shape", "48", "48", "6", "--config", str(tiny_config), "--image-size", "32",
-                               "--precision", "fp32"]) == 0
+                               "--precision", "fp32", "--field-of-view", field_of_view]) == 0
     out = capsys.readouterr().out
     assert "slice size 32" in out and "precision fp32" in out
-    located, boxed = map(int, re.search(r"pass 1 \(locate\): (\d+), pass 2 \(heart box\): (\d+)", out).groups())
-    assert located > 0 and boxed > 0
+    if field_of_view == "body":
+        assert int(re.search(r"one pass over the body's box: (\d+)", out).group(1)) == 6  # every slice, once
+    else:
+        located, boxed = map(int, re.search(r"pass 1 \(locate\): (\d+), pass 2 \(structures' box\): (\d+)", out).groups())
+        assert located > 0 and boxed > 0
     assert float(re.search(r"peak RSS\s+(\d+) MB", out).group(1)) > 0
 
 
@@ -125,3 +130,26 @@ def test_gpu_check_script_parses_and_its_step_cost_options_exist(capsys):
     used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text.split("common=(", 1)[1]))
     assert used >= {"--sizes", "--device", "--variants", "--precision", "--channels-last", "--compile"}
     assert all(option in documented for option in used), used - {o for o in used if o in documented}
+
+
+@pytest.mark.parametrize("script", ["cpu_speed.py", "preprocess_speed.py", "segment_speed.py", "step_breakdown.py",
+                                    "synthetic_ct.py", "segmentor_speed.py"])
+def test_each_script_runs_as_a_file(script):
+    """`python benchmarks/<script> --help`, as its docstring tells a user to run it: the file's own imports
+    (siblings found from benchmarks/, mkdseg from the package) and argument parser work outside the tests."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:")
+
+
+def test_segmentor_speed_measures_every_setting_against_the_plain_loop(tmp_path):
+    assert segmentor_speed.main(["--sizes", "16", "--iterations", "1", "--rounds", "2", "--warmup", "1", "--channels", "4",
+                                 "8", "--strides", "2", "--batch", "2", "--out", str(tmp_path),
+                                 # compile's one line costs 20 s of compiling at any size: left to the real runs
+                                 "--settings", "fp32", "bf16", "bf16_channels_last"]) == 0
+    written = json.loads((tmp_path / "results.json").read_text())
+    rows = written["results"]["16"]
+    assert list(rows) == ["fp32", "bf16", "bf16_channels_last"] and rows["fp32"]["vs_fp32"] == 1.0
+    assert all(r["it_per_s"] > 0 and r["min"] <= r["it_per_s"] <= r["max"] for r in rows.values())
+    assert isinstance(written["native_bf16"], bool) and "| 16 | bf16_channels_last |" in (tmp_path / "results.md").read_text()

@@ -95,7 +95,8 @@ def test_shared_mmwhs_files_preprocess(tmp_path: Path) -> None:
 def test_anisotropic_spacing_gives_square_mm_pixels(tmp_path: Path) -> None:
     image, label = heart_scan(shape=(60, 30, 20), spacing=(0.8, 1.6, 4.0))
     save_pair(tmp_path / "src", "ct", "1", image, label)
-    cache = preprocess(tmp_path / "src", tmp_path / "out", assistant=None, image_size=64, progress=False)
+    cache = preprocess(tmp_path / "src", tmp_path / "out", assistant=None, image_size=64, progress=False,
+                       field_of_view="structures")
     record = cache.volumes()[0]
     slice_mm, row_mm, col_mm = record.spacing
     assert slice_mm == 4.0 and row_mm == pytest.approx(col_mm, rel=0.03)
@@ -266,7 +267,7 @@ def test_unknown_label_codes_are_listed_or_mapped_to_background(tmp_path: Path) 
         preprocess(tmp_path / "src", tmp_path / "out", assistant=None, progress=False)
     assert not (tmp_path / "out" / MANIFEST).exists() or manifest_keys(tmp_path / "out") == []
     cache = preprocess(tmp_path / "src", tmp_path / "out", assistant=None, image_size=32,
-                       unknown_labels="background", progress=False)
+                       unknown_labels="background", progress=False, field_of_view="structures")
     record = cache.volumes()[0]
     _, cached = cache.load(record)
     assert set(np.unique(cached)) == {0, 1, 2, 3}

@@ -139,19 +139,20 @@ def test_the_command_line_block_runs_in_order(tmp_path, phantom8, capsys):
 
 
 @pytest.mark.skipif(not ABDOMEN.is_dir(), reason=f"shared real data not found at {ABDOMEN}")
-def test_your_own_data_in_four_commands_on_the_abdominal_datasets(tmp_path):
-    """preprocess, compare (2 methods x 2 draws at a smoke budget, only the CPU size preset), fit, segment."""
+def test_your_own_data_in_five_commands_on_the_abdominal_datasets(tmp_path):
+    """preprocess, compare (2 methods x 2 draws at a smoke budget, only the CPU size preset), fit, segment, evaluate."""
     block = commands(code_blocks("bash")[1])
     variables = dict(line.split("=", 1) for line in block if re.match(r"^[A-Z]+=", line))
     steps = [line for line in block if line.startswith("mkdseg ")]
-    assert [c.split()[1] for c in steps] == ["preprocess", "compare", "fit", "segment"]
-    outputs = {name: tmp_path / name for name in ("data_cache/", "compare_abdomen", "runs/", "btcv_000_seg.nii.gz")}
+    assert [c.split()[1] for c in steps] == ["preprocess", "compare", "fit", "segment", "evaluate"]
+    outputs = {name: tmp_path / name for name in ("data_cache/", "compare_abdomen", "runs/", "segs")}
     smoke = {
         "preprocess": [],
         # 10 folds: 3 test volumes per draw, to keep the test short; the methods and draws as the issue asks
         "compare": ["--methods", "joint", "recipe", "--folds", "1", "--seeds", "2", "--steps", "2", "--set", "data.n_folds=10"],
         "fit": [*SHORT_FIT, "--trainer.enable_progress_bar=false"],
         "segment": ["--device", "cpu", "--no-progress"],
+        "evaluate": [],
     }
     for command in steps:
         argv = argv_of(command, variables, outputs)
@@ -161,10 +162,12 @@ def test_your_own_data_in_four_commands_on_the_abdominal_datasets(tmp_path):
     assert sorted((r["method"], r["seed"]) for r in rows) == [("joint", "0"), ("joint", "1"), ("recipe", "0"), ("recipe", "1")]
     assert all(r["val_step"] == "2" for r in rows)  # validated within the smoke budget: its weights were tested
     assert "Recommended: **" in (tmp_path / "compare_abdomen" / "recommendation.md").read_text()
-    segmentation = nib.load(tmp_path / "btcv_000_seg.nii.gz")
+    segmentation = nib.load(tmp_path / "segs" / "btcv_000.nii.gz")
     scan = nib.load(ABDOMEN / "ct_btcv" / "imagesTr" / "btcv_000_0000.nii.gz")
     assert segmentation.shape == scan.shape and np.allclose(segmentation.affine, scan.affine)
     assert set(np.unique(np.asarray(segmentation.dataobj))) <= {0, 1, 2, 3, 6}  # BTCV's own codes, as the README says
+    scored = list(csv.DictReader((tmp_path / "segs" / "per_case.csv").open()))  # evaluate wrote beside the predictions
+    assert [(r["subject"], r["structure"]) for r in scored] == [("btcv_000", s) for s in ("spleen", "right kidney", "left kidney", "liver")]
 
 
 def test_the_library_example_runs(tmp_path, phantom8, monkeypatch):
@@ -173,7 +176,7 @@ def test_the_library_example_runs(tmp_path, phantom8, monkeypatch):
 
     (source,) = ["\n".join(block) for block in code_blocks("python")]
     run_dir = tmp_path / "runs" / "abdomen" / "recipe" / "version_0" / "checkpoints"
-    source = source.replace('"data_cache/abdomen64"', repr(str(phantom8)))
+    source = source.replace('"data_cache/abdomen128"', repr(str(phantom8)))
     source = source.replace('"runs/abdomen/recipe/version_0/checkpoints/last.ckpt"', repr(str(run_dir / "last.ckpt")))
     fit = L.Trainer.fit
 

@@ -18,7 +18,7 @@ def test_report_writer_writes_the_methods_test_evaluation(tmp_path, phantom_root
     trainer.test(model, datamodule=dm, verbose=False)
     summary = model.evaluation_summary("test")
     written = json.loads((tmp_path / "summary.json").read_text())
-    assert set(written) == {"dice", "assd"} and set(written["dice"]) == set(summary["dice"]) == {"ens", "syn", "real"}
+    assert set(written) == {"dice", "assd", "worst_case"} and set(written["dice"]) == set(summary["dice"]) == {"ens", "syn", "real"}
     assert math.isclose(written["dice"]["ens"]["mean"]["mean"], summary["dice"]["ens"]["mean"]["mean"])
     rows = list(csv.DictReader((tmp_path / "per_case.csv").open()))
     assert list(rows[0]) == ["predictor", "subject", "structure", "dice", "assd"]
@@ -49,4 +49,5 @@ def test_nan_cells_are_empty(tmp_path):
     rows = [{"predictor": "seg", "subject": "a", "structure": "LV", "dice": 0.5, "assd": float("nan")}]
     write_reports({"rows": rows, "dice": {}}, tmp_path / "out")
     assert (tmp_path / "out" / "per_case.csv").read_text().splitlines()[1] == "seg,a,LV,0.5,"
-    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"dice": {}, "assd": {}}
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == {"dice": {}, "assd": {},
+                                                                         "worst_case": {"seg": {"subject": "a", "dice": 0.5}}}

@@ -1,8 +1,8 @@
 """The ``mkdseg`` command.
 
 ``mkdseg fit|validate|test|predict`` are LightningCLI subcommands (``--config``, ``--print_config``,
-dotted overrides such as ``--model.lambda_kd_real=0.3``); ``mkdseg preprocess`` and ``mkdseg segment``
-are the two verbs that work on NIfTI files rather than on a training run.
+dotted overrides such as ``--model.lambda_kd_real=0.3``); ``mkdseg preprocess``, ``segment`` and
+``evaluate`` work on NIfTI files rather than on a training run, ``compare`` and ``sweep`` on many runs.
 """
 
 from __future__ import annotations
@@ -112,6 +112,12 @@ def _compare(argv: list[str]) -> int:
     return compare_main(argv)
 
 
+def _evaluate(argv: list[str]) -> int:
+    from mkdseg.evaluate import evaluate_main
+
+    return evaluate_main(argv)
+
+
 def _sweep(argv: list[str]) -> int:
     from mkdseg.sweep import main as sweep_main
 
@@ -119,7 +125,7 @@ def _sweep(argv: list[str]) -> int:
 
 
 VERBS: dict[str, Callable[[list[str]], int]] = {
-    "preprocess": _preprocess, "segment": _segment, "sweep": _sweep, "compare": _compare,
+    "preprocess": _preprocess, "segment": _segment, "sweep": _sweep, "compare": _compare, "evaluate": _evaluate,
 }
 
 

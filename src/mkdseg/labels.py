@@ -32,6 +32,10 @@ import numpy as np
 #: canonical RAS axis a slice is perpendicular to -> the plane's name (axis 2 = superior: transverse)
 SLICE_AXIS_NAMES: tuple[str, ...] = ("sagittal", "coronal", "transverse")
 DEFAULT_MARGIN_MM = 10.0  # context kept around the structures' box on every side (training crop and inference)
+#: what the network's slices show of a scan: ``body`` (the body's intensity box, every slice: what a scan
+#: without a label shows) or ``structures`` (the labelled structures' box and the slices around them, the
+#: papers' protocol and caches written before 2026-12-05, whose models find the structures in two passes)
+FIELDS_OF_VIEW: tuple[str, ...] = ("body", "structures")
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ class DataSpec:
 
     ``structures`` and ``codes`` are in class order (class ``i + 1`` is ``structures[i]``, written as
     ``codes[i]``); ``slice_axis`` is the canonical RAS axis the training slices are perpendicular to;
-    ``margin_mm`` the context around the structures' box that the training crops kept.
+    ``margin_mm`` the context around the structures' box that the training crops kept; ``field_of_view``
+    what the training slices showed of a scan (:data:`FIELDS_OF_VIEW`), which tells inference how to cut a new one.
     """
 
     structures: tuple[str, ...]
@@ -110,6 +115,7 @@ class DataSpec:
     modality: str = "ct"
     slice_axis: int = 2
     margin_mm: float = DEFAULT_MARGIN_MM
+    field_of_view: str = "structures"  # what every checkpoint written before the option was trained on
 
     def __post_init__(self) -> None:
         if not self.structures:
@@ -120,6 +126,8 @@ class DataSpec:
             raise ValueError(f"model.data_spec: codes must be distinct and non-zero, got {list(self.codes)}")
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"model.data_spec: slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+        if self.field_of_view not in FIELDS_OF_VIEW:
+            raise ValueError(f"model.data_spec: field_of_view must be one of {FIELDS_OF_VIEW}, got {self.field_of_view!r}")
 
     @property
     def num_classes(self) -> int:
@@ -132,6 +140,14 @@ class DataSpec:
         if classes.size and (classes.min() < 0 or classes.max() >= self.num_classes):
             raise ValueError(f"class indices must lie in 0..{self.num_classes - 1}")
         return lut[classes]
+
+    def codes_to_classes(self, label: np.ndarray) -> np.ndarray:
+        """The target dataset's label codes -> class indices, uint8; every other code is background (a
+        dataset labels more structures than a run segments: BTCV's 13 organs for a four-organ model)."""
+        out = np.zeros(label.shape, dtype=np.uint8)
+        for cls, code in enumerate(self.codes, start=1):
+            out[label == code] = cls
+        return out
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -148,6 +164,7 @@ class DataSpec:
                 structures=tuple(str(s) for s in value["structures"]), codes=tuple(int(c) for c in value["codes"]),
                 modality=str(value.get("modality", "ct")), slice_axis=int(value.get("slice_axis", 2)),
                 margin_mm=float(value.get("margin_mm", DEFAULT_MARGIN_MM)),
+                field_of_view=str(value.get("field_of_view", "structures")),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"model.data_spec: needs 'structures' and 'codes' lists, got {value!r}") from e

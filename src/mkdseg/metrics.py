@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_average_surface_distance, compute_dice
+from monai.metrics import compute_average_surface_distance
 
 
 def _onehot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -37,25 +37,28 @@ def volume_scores(
     Returns ``{structure_name: {"dice": float, "assd": float}}`` (ASSD only with ``with_assd``).
     """
     num_classes = len(structures) + 1
-    pred = torch.as_tensor(np.asarray(prediction)).long().cpu()
-    gt = torch.as_tensor(np.asarray(ground_truth)).long().cpu()
+    pred = torch.as_tensor(np.ascontiguousarray(prediction)).long().cpu()
+    gt = torch.as_tensor(np.ascontiguousarray(ground_truth)).long().cpu()
     if pred.shape != gt.shape or pred.ndim != 3:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} must be equal [S, H, W]")
     for what, labels in (("prediction", pred), ("ground truth", gt)):
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(f"{what} holds class {int(labels.max())}, outside 0..{num_classes - 1} ({', '.join(structures)})")
-    p1, g1 = _onehot(pred, num_classes), _onehot(gt, num_classes)
-    dice = compute_dice(p1, g1, include_background=False, ignore_empty=False)[0]
-    pred_present = p1[0, 1:].flatten(1).any(1)
-    gt_present = g1[0, 1:].flatten(1).any(1)
-    both_empty = ~(pred_present | gt_present)
-    dice[both_empty] = float("nan")
+    # Dice from the voxel counts of (truth, prediction) pairs: exact, and ~20x faster than one-hot tensors
+    # over a whole CT (MONAI's compute_dice); a structure absent from both is NaN (policy above)
+    counts = torch.bincount((gt * num_classes + pred).flatten(), minlength=num_classes**2).reshape(num_classes, num_classes)
+    overlap, in_gt, in_pred = counts.diagonal()[1:].double(), counts.sum(1)[1:].double(), counts.sum(0)[1:].double()
+    gt_present, pred_present = in_gt > 0, in_pred > 0
+    dice = torch.where(gt_present | pred_present, 2 * overlap / (in_gt + in_pred).clamp(min=1), torch.nan)
     names = list(structures)
     out = {name: {"dice": float(dice[i])} for i, name in enumerate(names)}
     if with_assd:
         assd = torch.full((num_classes - 1,), float("nan"))
         both = pred_present & gt_present
         if both.any():  # only where both surfaces exist: elsewhere ASSD is undefined (policy above)
+            # surface distances depend only on the voxels near either foreground: the box around both, a voxel wider
+            box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in torch.nonzero((pred > 0) | (gt > 0)).unbind(1))
+            p1, g1 = _onehot(pred[box], num_classes), _onehot(gt[box], num_classes)
             keep = torch.nonzero(both).flatten() + 1
             values = compute_average_surface_distance(
                 p1[:, keep], g1[:, keep], include_background=True, symmetric=True, spacing=[float(s) for s in spacing]
@@ -86,6 +89,22 @@ def summarize(rows: list[dict], metric: str = "dice") -> dict[str, dict[str, dic
         entry["mean"] = _stats([_nanmean(v) for v in per_volume.values()])
         table[predictor] = entry
     return table
+
+
+def worst_volumes(rows: list[dict], metric: str = "dice") -> dict[str, dict]:
+    """Per predictor, the volume whose mean ``metric`` over its defined structures is lowest:
+    ``{predictor: {"subject": ..., metric: value}}`` (what a user of the model fears most)."""
+    per_volume: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        per_volume.setdefault(r["predictor"], {}).setdefault(r["subject"], []).append(r[metric])
+    worst = {}
+    for predictor, volumes in sorted(per_volume.items()):
+        means = {subject: _nanmean(values) for subject, values in volumes.items()}
+        scored = {s: m for s, m in means.items() if not math.isnan(m)}
+        if scored:
+            subject = min(scored, key=scored.get)
+            worst[predictor] = {"subject": subject, metric: scored[subject]}
+    return worst
 
 
 def _nanmean(values: Sequence[float]) -> float:

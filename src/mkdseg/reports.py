@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 
 from mkdseg.io import atomic_write_text
+from mkdseg.metrics import worst_volumes
 
 REPORT_FIELDS = ("predictor", "subject", "structure", "dice", "assd")
 
@@ -35,11 +36,11 @@ class EvaluationReportWriter(L.Callback):
 
 
 def write_reports(result: dict, out_dir: Path) -> None:
-    """``summary.json`` (means, stds, counts) and ``per_case.csv`` (one row per volume, structure, predictor)
+    """``summary.json`` (means, stds, counts, and each predictor's worst volume) and ``per_case.csv`` (one row per volume, structure, predictor)
     of an evaluation summary (``{"rows", "dice"}`` and optionally ``"assd"``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"dice": result["dice"], "assd": result.get("assd", {})}
+    summary = {"dice": result["dice"], "assd": result.get("assd", {}), "worst_case": worst_volumes(result["rows"])}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     lines = [",".join(REPORT_FIELDS)]
     for r in sorted(result["rows"], key=lambda r: (r["predictor"], r["subject"])):  # structures in class order

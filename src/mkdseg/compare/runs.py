@@ -30,11 +30,24 @@ BEST_CHECKPOINT = {
 }
 
 
+class RunFolder:
+    """Where a run lives: ``<runs_dir>/<key>/fold<f>-seed<s>``, finished once ``result.json`` is there.
+    Subclasses give ``runs_dir``, ``key``, ``fold`` and ``seed``."""
+
+    @property
+    def dir(self) -> Path:
+        return self.runs_dir / self.key / f"fold{self.fold}-seed{self.seed}"
+
+    @property
+    def result_path(self) -> Path:
+        return self.dir / "result.json"
+
+
 @dataclass(frozen=True)
-class RunSpec:
+class RunSpec(RunFolder):
     """A run: ``name`` (the method's), its configs and overrides, the draw (fold, seed) and where runs live.
 
-    Its folder is ``<runs_dir>/<name>-<hash of the configs' text and the overrides>/fold<f>-seed<s>``."""
+    Its key is ``<name>-<hash of the configs' text and the overrides>``."""
 
     name: str
     configs: tuple[Path, ...]
@@ -48,14 +61,6 @@ class RunSpec:
     def key(self) -> str:
         text = [Path(c).read_text() for c in self.configs] + sorted(self.overrides)
         return f"{self.name}-{hashlib.sha1(json.dumps(text).encode()).hexdigest()[:8]}"
-
-    @property
-    def dir(self) -> Path:
-        return self.runs_dir / self.key / f"fold{self.fold}-seed{self.seed}"
-
-    @property
-    def result_path(self) -> Path:
-        return self.dir / "result.json"
 
     def cli_args(self) -> list[str]:
         args = [a for c in self.configs for a in ("--config", str(c))]
@@ -89,11 +94,13 @@ def run_one(spec) -> dict:
     cli.trainer.callbacks.append(history)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     fit_s = time.perf_counter() - start
+    best = best_checkpoint(cli.trainer)
+    cli.model.assd_in_test = best is None  # the final weights' Dice only, where the best weights are tested after
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the final weights
     summary = cli.model.evaluation_summary("test")
-    best = best_checkpoint(cli.trainer)
     if best is not None:  # the final weights' Dice stays in the record as dice_last
         last_dice = dice_means(summary["dice"])
+        cli.model.assd_in_test = True
         cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best.best_model_path, verbose=False)
         summary = cli.model.evaluation_summary("test")
     result = {

@@ -3,14 +3,17 @@
 Layout of a cache folder ``root``::
 
     root/manifest.json                 {"version": 2, "source": ..., "structures": [...], "roles": {...},
-                                        "slice_axis": 2, "margin_mm": 10.0, "volumes": [VolumeRecord, ...]}
+                                        "slice_axis": 2, "margin_mm": 10.0, "field_of_view": "body",
+                                        "volumes": [VolumeRecord, ...]}
     root/<modality>/<subject>_image.npy  float32 [S, H, W], intensities in [-1, 1]
     root/<modality>/<subject>_label.npy  uint8   [S, H, W], class indices 0..len(structures)
 
 The manifest says what the cache holds: ``structures`` (:class:`mkdseg.labels.Structure` as dicts: class
 ``i`` is the ``i``-th, with its original code in every modality's dataset), ``roles`` (which modality
 was preprocessed as target and which as assistant), ``slice_axis`` (canonical RAS axis the slices are
-perpendicular to) and ``margin_mm`` (context around the structures' box in the crops). Version-1
+perpendicular to), ``field_of_view`` (``body``: every slice of the scan, cut to the body's intensity box;
+``structures``: the slices around the labelled structures, cut to their box plus ``margin_mm``; manifests
+without the entry are the latter). Version-1
 manifests (MM-WHS and phantom caches written before label sets existed) hold the MM-WHS structures.
 
 Slices are stacked along axis 0 in the order of ``slice_indices`` of the original volume. Every file
@@ -31,6 +34,8 @@ import numpy as np
 from mkdseg.data.roi import CANONICAL_PLANES
 from mkdseg.io import atomic_save_npy, atomic_write_text
 from mkdseg.labels import DEFAULT_MARGIN_MM, MMWHS, Structure, preset_structures
+
+LEGACY_FIELD_OF_VIEW = "structures"  # of manifests written before the entry existed
 
 MANIFEST = "manifest.json"
 CACHE_VERSION = 2
@@ -74,6 +79,7 @@ class CacheInfo:
     slice_axis: int = 2
     margin_mm: float = DEFAULT_MARGIN_MM
     image_size: int | None = None  # the slices' side in pixels; None: not known yet (a phantom before generation)
+    field_of_view: str = LEGACY_FIELD_OF_VIEW
 
     @property
     def structure_names(self) -> list[str]:
@@ -91,6 +97,7 @@ class SliceCache:
         self.roles: dict[str, str] = {}
         self.slice_axis = 2
         self.margin_mm = DEFAULT_MARGIN_MM
+        self.field_of_view = LEGACY_FIELD_OF_VIEW
         self.complete = True  # False while `mkdseg preprocess` is still adding volumes
         manifest = self.root / MANIFEST
         if manifest.exists():
@@ -103,6 +110,7 @@ class SliceCache:
                 self.roles = dict(meta.get("roles", {}))
                 self.slice_axis = int(meta.get("slice_axis", 2))
                 self.margin_mm = float(meta.get("margin_mm", DEFAULT_MARGIN_MM))
+                self.field_of_view = str(meta.get("field_of_view", LEGACY_FIELD_OF_VIEW))
                 self.complete = bool(meta.get("complete", True))
                 if "structures" in meta:
                     self.structures = [Structure.from_dict(d) for d in meta["structures"]]
@@ -122,7 +130,7 @@ class SliceCache:
     @property
     def info(self) -> CacheInfo:
         return CacheInfo(tuple(self.structures), tuple(self.modalities), dict(self.roles), self.slice_axis, self.margin_mm,
-                         self.image_size)
+                         self.image_size, self.field_of_view)
 
     @property
     def image_size(self) -> int | None:
@@ -170,7 +178,8 @@ class SliceCache:
     def save(self) -> None:
         """Write the manifest atomically: only volumes listed here are trusted by readers."""
         meta = {"version": CACHE_VERSION, "source": self.source, "structures": [s.to_dict() for s in self.structures],
-                "roles": self.roles, "slice_axis": self.slice_axis, "margin_mm": self.margin_mm, "complete": self.complete,
+                "roles": self.roles, "slice_axis": self.slice_axis, "margin_mm": self.margin_mm,
+                "field_of_view": self.field_of_view, "complete": self.complete,
                 "volumes": [asdict(r) for r in self.volumes()]}
         atomic_write_text(self.root / MANIFEST, json.dumps(meta, indent=1))
 

@@ -72,6 +72,9 @@ class UnpairedSliceDataModule(L.LightningDataModule):
             alignment module made random; with joint training, a segmentor that must learn shape.
         appearance_on: which training images it re-styles: ``assistant``, ``target`` (the unlabelled target
             slices too) or ``both``.
+        foreground_fraction: at least this share of the labelled slices drawn for training show a structure
+            (nnU-Net's foreground oversampling): a cache cut to the body holds every slice of a scan, many of
+            them without the structures. 0: every slice equally often.
         unlabelled_target: batches also hold ``x_u``, a slice of the training fold's target subjects beyond
             ``n_target`` (never the validation or test subjects), whose labels are never read: for the
             methods that learn from unlabelled target images (:class:`~mkdseg.methods.MeanTeacher`).
@@ -105,6 +108,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         appearance: str = "none",
         appearance_on: str = "assistant",
         unlabelled_target: bool = False,
+        foreground_fraction: float = 0.5,
     ):
         super().__init__()
         source = LEGACY_SOURCES.get(source, source)
@@ -118,6 +122,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
         if n_val < 0:
             raise ValueError(f"data.n_val must be >= 0, got {n_val}")
+        if not 0.0 <= foreground_fraction < 1.0:
+            raise ValueError(f"data.foreground_fraction must be in [0, 1), got {foreground_fraction}")
         if batch_size < 1 or num_workers < 0 or (image_size is not None and image_size < 8):
             raise ValueError(f"invalid data sizes: batch_size={batch_size}, num_workers={num_workers}, image_size={image_size}")
         for axis in flip_axes or ():
@@ -207,7 +213,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         """The label set and slicing a model trained on this data records (``model.data_spec``)."""
         hp, cache = self.hparams, self.described
         codes = [s.codes[hp.target] for s in cache.structures]
-        return DataSpec(tuple(self.structures), tuple(codes), hp.target, cache.slice_axis, cache.margin_mm).to_dict()
+        return DataSpec(tuple(self.structures), tuple(codes), hp.target, cache.slice_axis, cache.margin_mm,
+                        cache.field_of_view).to_dict()
 
     @property
     def flip_axes(self) -> list[str]:
@@ -246,14 +253,15 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         train_ids, val_ids = self._set_validation_apart(train_ids)
         train_ids, unlabelled_ids = (train_ids[: hp.n_target], train_ids[hp.n_target :]) if hp.n_target else (train_ids, [])
         by_id = {r.subject: r for r in targets}
-        self.target_train = SliceSet(cache, [by_id[s] for s in train_ids])
+        self.target_train = SliceSet(cache, [by_id[s] for s in train_ids], foreground_fraction=hp.foreground_fraction)
         self.target_unlabelled = None
         if hp.unlabelled_target:
             if not unlabelled_ids:
                 raise ValueError(f"data.unlabelled_target: the training fold has no target subject beyond data.n_target="
                                  f"{hp.n_target} ({len(train_ids)} training subjects after validation); lower data.n_target")
             self.target_unlabelled = SliceSet(cache, [by_id[s] for s in unlabelled_ids], labelled=False)
-        self.assistant_train = SliceSet(cache, assistants[: hp.n_assistant] if hp.n_assistant else assistants)
+        self.assistant_train = SliceSet(cache, assistants[: hp.n_assistant] if hp.n_assistant else assistants,
+                                        foreground_fraction=hp.foreground_fraction)
         self.val_records = [by_id[s] for s in val_ids]
         self.test_records = [by_id[s] for s in test_ids]
         self.cache = cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -16,9 +17,17 @@ class SliceSet:
     """All slices of some cached volumes, addressed by a flat index (arrays stay memory-mapped).
 
     ``labelled=False``: the volumes' labels are never read (items are ``(image, None)``): the unlabelled
-    target subjects of the few-label setting, whose label files may well exist in the cache."""
+    target subjects of the few-label setting, whose label files may well exist in the cache.
 
-    def __init__(self, cache: SliceCache, records: Sequence[VolumeRecord], labelled: bool = True):
+    ``foreground_fraction``: at least this share of a uniform draw over the index falls on slices that
+    show a structure (the index lists those again, as often as it takes), the rest on any slice. A scan
+    cut to the body has many slices without the structures; nnU-Net oversamples foreground likewise.
+    """
+
+    def __init__(self, cache: SliceCache, records: Sequence[VolumeRecord], labelled: bool = True,
+                 foreground_fraction: float = 0.0):
+        if not 0.0 <= foreground_fraction < 1.0:
+            raise ValueError(f"data.foreground_fraction must be in [0, 1), got {foreground_fraction}")
         self.records = list(records)
         self.planes = [cache.plane(r) for r in self.records]  # in-plane anatomical layout of each volume's slices
         self.volumes = [cache.load(r) for r in self.records]
@@ -28,6 +37,19 @@ class SliceSet:
             if labelled and label is None:
                 raise ValueError(f"{cache.root}/{r.image_file}: training volume has no label file")
         self.index = [(v, s) for v, r in enumerate(self.records) for s in range(r.n_slices)]
+        if labelled and foreground_fraction > 0:
+            self.index += self._foreground_repeats(foreground_fraction)
+
+    def _foreground_repeats(self, fraction: float) -> list[tuple[int, int]]:
+        """The slices showing a structure, repeated so that they make ``fraction`` of the whole index."""
+        shown = [(v, s) for v, (_, label) in enumerate(self.volumes)
+                 for s in np.flatnonzero(np.asarray(label).reshape(len(label), -1).any(axis=1)).tolist()]
+        n, n_shown = len(self.index), len(shown)
+        if not shown or n_shown >= fraction * n:
+            return []
+        # (n_shown * (1 + k)) / (n + k * n_shown) >= fraction
+        repeats = math.ceil((fraction * n - n_shown) / (n_shown * (1 - fraction)))
+        return shown * repeats
 
     def __len__(self) -> int:
         return len(self.index)

@@ -56,7 +56,7 @@ def _subject_order(subject: str) -> tuple[int, int | str]:
 
 def preprocess(src: str | Path, out: str | Path, target: str = "ct", assistant: str | None = "mr",
                image_size: int = 256, unknown_labels: str = "error", overwrite: bool = False,
-               progress: bool = True, margin_mm: float = DEFAULT_MARGIN_MM) -> SliceCache:
+               progress: bool = True, margin_mm: float = DEFAULT_MARGIN_MM, field_of_view: str = "body") -> SliceCache:
     """Preprocess every ``target`` and ``assistant`` training pair in ``src`` into the cache at ``out``
     (resumable; see :func:`mkdseg.data.preprocess.write_cache`). Returns the saved cache."""
     if assistant == target:
@@ -73,5 +73,5 @@ def preprocess(src: str | Path, out: str | Path, target: str = "ct", assistant: 
         pairs += found
     roles = {"target": target, **({"assistant": assistant} if assistant else {})}
     return write_cache(pairs, out, source=CACHE_SOURCE, structures=preset_structures(MMWHS, modalities), roles=roles,
-                       slice_axis=TRANSVERSE, image_size=image_size, margin_mm=margin_mm,
+                       slice_axis=TRANSVERSE, image_size=image_size, margin_mm=margin_mm, field_of_view=field_of_view,
                        unknown_labels=unknown_labels, overwrite=overwrite, progress=progress)

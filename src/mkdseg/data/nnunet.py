@@ -153,6 +153,12 @@ def _files(folder: Path, ending: str) -> list[Path]:
             if p.name.endswith(ending) and not p.name.startswith(".") and p.is_file()]
 
 
+def read_label_names(dataset_json: str | os.PathLike) -> dict[str, int]:
+    """The foreground labels (name -> code, ordered by code) a ``dataset.json`` declares, validated."""
+    path = Path(dataset_json)
+    return _check_labels(_read_json(path)["labels"], path)
+
+
 def read_raw_dataset(root: str | os.PathLike, modality: str | None = None) -> RawDataset:
     """Read and validate the nnU-Net v2 raw dataset in ``root``; ``modality`` replaces ``channel_names["0"]``.
 

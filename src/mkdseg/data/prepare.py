@@ -22,7 +22,7 @@ from mkdseg.data.nifti import InputError, check_axcodes, load_geometry
 from mkdseg.data.nnunet import match_structures, parse_structure_list, read_raw_dataset
 from mkdseg.data.preprocess import UNKNOWN_LABEL_CHOICES, ScanPair, write_cache
 from mkdseg.data.roi import coarsest_axis, parse_slice_axis
-from mkdseg.labels import DEFAULT_MARGIN_MM, SLICE_AXIS_NAMES, Structure
+from mkdseg.labels import DEFAULT_MARGIN_MM, FIELDS_OF_VIEW, SLICE_AXIS_NAMES, Structure
 
 CACHE_SOURCE = "nnunet"
 
@@ -32,7 +32,8 @@ def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str
                       target_modality: str | None = None, assistant_modality: str | None = None,
                       target_orientation: str | None = None, assistant_orientation: str | None = None,
                       image_size: int = 256, margin_mm: float = DEFAULT_MARGIN_MM, unknown_labels: str = "error",
-                      max_cases: int | None = None, overwrite: bool = False, progress: bool = True) -> SliceCache:
+                      field_of_view: str = "body", max_cases: int | None = None, overwrite: bool = False,
+                      progress: bool = True) -> SliceCache:
     """Preprocess two nnU-Net raw datasets (``assistant=None``: the target alone) into one cache.
 
     ``slice_axis``: canonical RAS axis (0 sagittal, 1 coronal, 2 transverse); ``None`` = the coarsest
@@ -61,7 +62,7 @@ def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str
     return write_cache(pairs, out, source=CACHE_SOURCE, structures=run_structures, roles=roles,
                        declared={d.modality: sorted(d.declared_codes) for d in datasets}, slice_axis=slice_axis,
                        image_size=image_size, margin_mm=margin_mm, unknown_labels=unknown_labels,
-                       orientations=orientations, overwrite=overwrite, progress=progress)
+                       orientations=orientations, field_of_view=field_of_view, overwrite=overwrite, progress=progress)
 
 
 def _median_spacing(cases, orientation: str | None = None) -> tuple[float, float, float]:
@@ -73,8 +74,8 @@ def _median_spacing(cases, orientation: str | None = None) -> tuple[float, float
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mkdseg preprocess",
-        description="Turn labelled NIfTI scans into mkdseg's slice cache (canonical RAS, slices cropped around "
-                    "the run's structures, intensities in [-1, 1]). Two nnU-Net v2 raw datasets "
+        description="Turn labelled NIfTI scans into mkdseg's slice cache (canonical RAS, every slice cut to the "
+                    "body, intensities in [-1, 1]). Two nnU-Net v2 raw datasets "
                     "(--target DIR --assistant DIR), or an MM-WHS folder (--src DIR).",
     )
     parser.add_argument("--out", required=True, type=Path, help="cache folder to create or complete")
@@ -95,8 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "default: trust the headers")
     parser.add_argument("--image-size", type=int, default=256, help="slice size after resizing (default: 256, the paper's); `mkdseg fit` takes the cache's size "
                              "unless data.image_size is set; on a CPU, 64 (the phantom demo's) trains far faster")
+    parser.add_argument("--field-of-view", choices=FIELDS_OF_VIEW, default="body",
+                        help="body (default): every slice, cut to the body's intensity box, as `mkdseg segment` cuts a "
+                             "scan without a label; structures: the labelled structures' box and the slices around "
+                             "them (the papers' protocol: its test scores used the labels to find the organs)")
     parser.add_argument("--margin-mm", type=float, default=DEFAULT_MARGIN_MM,
-                        help=f"context around the structures' box in mm (default: {DEFAULT_MARGIN_MM})")
+                        help=f"with --field-of-view structures: context around the structures' box in mm (default: {DEFAULT_MARGIN_MM})")
     parser.add_argument("--max-cases", type=int, help="only the first N cases of each dataset")
     parser.add_argument("--unknown-labels", choices=UNKNOWN_LABEL_CHOICES, default="error",
                         help="label values the dataset does not declare: stop with an error, or map to background")
@@ -127,7 +132,7 @@ def preprocess_main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SliceCache:
     none = lambda v: None if v is None or v.lower() == "none" else v  # noqa: E731
     common = dict(image_size=args.image_size, margin_mm=args.margin_mm, unknown_labels=args.unknown_labels,
-                  overwrite=args.overwrite, progress=not args.no_progress)
+                  field_of_view=args.field_of_view, overwrite=args.overwrite, progress=not args.no_progress)
     if args.src is not None:
         from mkdseg.data.mmwhs import preprocess
 

@@ -9,9 +9,11 @@ Per volume (:func:`preprocess_volume`):
 2. map the dataset's label codes to the run's classes (:func:`mkdseg.labels.codes_to_classes`): declared
    labels the run does not segment become background, undeclared values raise (or become background);
 3. normalise intensities over the whole volume to [-1, 1] (:mod:`mkdseg.data.intensity`);
-4. move the slice axis last (:func:`mkdseg.data.roi.slicing_view`) and crop around the structures: their
-   bounding box plus ``margin_mm`` on every side, made square in mm in-plane (:mod:`mkdseg.data.roi`),
-   keeping only the slices inside it;
+4. move the slice axis last (:func:`mkdseg.data.roi.slicing_view`) and cut the field of view
+   (:mod:`mkdseg.data.roi`): ``body`` (the default) keeps every slice, cut in-plane to the body's intensity
+   box, exactly as ``mkdseg segment`` cuts a scan that has no label; ``structures`` (the papers' protocol)
+   keeps the structures' bounding box plus ``margin_mm`` on every side, made square in mm in-plane, and
+   only the slices inside it;
 5. resize each slice to ``image_size`` (bilinear image, nearest label).
 
 :func:`write_cache` writes volumes one at a time and saves the manifest after each, so an interrupted
@@ -35,6 +37,7 @@ from mkdseg.data.intensity import intensity_window
 from mkdseg.data.nifti import Geometry, InputError, load_geometry, load_image, load_label, to_canonical
 from mkdseg.data.roi import (
     CANONICAL_PLANES,
+    body_box,
     bounding_ranges,
     crop_slices,
     network_input,
@@ -43,7 +46,7 @@ from mkdseg.data.roi import (
     slicing_view,
     square_box,
 )
-from mkdseg.labels import DEFAULT_MARGIN_MM, Structure, code_lut, codes_to_classes
+from mkdseg.labels import DEFAULT_MARGIN_MM, FIELDS_OF_VIEW, Structure, code_lut, codes_to_classes
 
 UNKNOWN_LABEL_CHOICES = ("error", "background")
 
@@ -72,8 +75,9 @@ class PreprocessedVolume:
 
 def preprocess_volume(image_path: Path, label_path: Path, lut: Mapping[int, int], declared: Sequence[int] | None = None,
                       slice_axis: int = 2, image_size: int = 256, margin_mm: float = DEFAULT_MARGIN_MM,
-                      unknown_labels: str = "error", orientation: str | None = None) -> PreprocessedVolume:
-    """Read, validate, reorient, map labels, normalise, crop around the structures and resize one pair.
+                      unknown_labels: str = "error", orientation: str | None = None,
+                      field_of_view: str = "body") -> PreprocessedVolume:
+    """Read, validate, reorient, map labels, normalise, cut the field of view and resize one pair.
     ``orientation``: the arrays' true orientation (e.g. ``"LAS"``) where the header's is wrong."""
     # checking the label against the header first costs no image voxels
     geometry = load_geometry(image_path).declared_as(orientation)
@@ -98,8 +102,11 @@ def preprocess_volume(image_path: Path, label_path: Path, lut: Mapping[int, int]
     image, _ = load_image(image_path)
     volume = slicing_view(to_canonical(image, geometry), slice_axis)
     spacing = slicing_spacing(geometry.canonical_spacing, slice_axis)
-    box = square_box(ranges, spacing, volume.shape, margin_mm)
     window = intensity_window(volume)  # over the whole volume, as inference must (it has no crop yet)
+    if field_of_view == "body":
+        box = body_box(volume, window, spacing)
+    else:
+        box = square_box(ranges, spacing, volume.shape, margin_mm)
     image_stack = network_input(volume, window, box, image_size).numpy()
     label_stack = resize_label(crop_slices(classes, box, pad_value=0), image_size)
     h, w = box.in_plane
@@ -110,17 +117,20 @@ def preprocess_volume(image_path: Path, label_path: Path, lut: Mapping[int, int]
 def write_cache(pairs: Sequence[ScanPair], out: str | Path, *, source: str, structures: Sequence[Structure],
                 roles: Mapping[str, str], declared: Mapping[str, Sequence[int]] | None = None, slice_axis: int = 2,
                 image_size: int = 256, margin_mm: float = DEFAULT_MARGIN_MM, unknown_labels: str = "error",
-                orientations: Mapping[str, str | None] | None = None, overwrite: bool = False,
-                progress: bool = True) -> SliceCache:
+                orientations: Mapping[str, str | None] | None = None, field_of_view: str = "body",
+                overwrite: bool = False, progress: bool = True) -> SliceCache:
     """Preprocess ``pairs`` into the cache at ``out`` (see the module docstring); returns the saved cache.
 
     ``declared``: per modality, the label codes its dataset declares (default: only the structures' codes).
     ``orientations``: per modality, the arrays' true orientation where the headers are wrong (default: the headers).
+    ``field_of_view``: what a slice shows of its scan (:data:`mkdseg.labels.FIELDS_OF_VIEW`, module docstring).
     Volumes already in ``out`` made with the same parameters and source files are kept; a cache made
     with other parameters or another structure set needs ``overwrite``.
     """
     if unknown_labels not in UNKNOWN_LABEL_CHOICES:
         raise ValueError(f"unknown_labels must be one of {UNKNOWN_LABEL_CHOICES}, got {unknown_labels!r}")
+    if field_of_view not in FIELDS_OF_VIEW:
+        raise ValueError(f"field_of_view must be one of {FIELDS_OF_VIEW}, got {field_of_view!r}")
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
     out = Path(out)
@@ -129,11 +139,13 @@ def write_cache(pairs: Sequence[ScanPair], out: str | Path, *, source: str, stru
     declared_orientations = {m: o for m, o in (orientations or {}).items() if o}
     if declared_orientations:  # only then: caches written before the option keep their parameters
         params["orientations"] = declared_orientations
+    if field_of_view != "structures":  # likewise
+        params["field_of_view"] = field_of_view
     if overwrite:
         return _rebuild(pairs, out, source, structures, roles, declared, params, progress)
     cache = SliceCache(out, source=source)
     if cache.exists:
-        _check_compatible(cache, source, structures, slice_axis, margin_mm)
+        _check_compatible(cache, source, structures, slice_axis, margin_mm, field_of_view)
     todo = [p for p in pairs if not _is_done(cache, p, params)]
     stale = [p for p in todo if cache.has(p.modality, p.subject)]
     if stale:
@@ -166,12 +178,13 @@ def _rebuild(pairs, out: Path, source, structures, roles, declared, params, prog
 def _fill(cache: SliceCache, todo: Sequence[ScanPair], source, structures, roles, declared, params, progress) -> SliceCache:
     cache.source, cache.structures, cache.roles = source, list(structures), dict(roles)
     cache.slice_axis, cache.margin_mm = params["slice_axis"], params["margin_mm"]
+    cache.field_of_view = params.get("field_of_view", "structures")
     luts = {m: code_lut(structures, m) for m in {p.modality for p in todo}}
     cache.complete = False
     for pair in tqdm(todo, desc="preprocess", unit="vol", disable=not progress):
         done = preprocess_volume(pair.image, pair.label, luts[pair.modality], (declared or {}).get(pair.modality),
                                  params["slice_axis"], params["image_size"], params["margin_mm"], params["unknown_labels"],
-                                 params.get("orientations", {}).get(pair.modality))
+                                 params.get("orientations", {}).get(pair.modality), cache.field_of_view)
         cache.write_volume(_record(pair, done, params), done.image, done.label)
         cache.save()  # after every volume: the manifest never lists a volume that is not complete
     cache.complete = True
@@ -179,16 +192,18 @@ def _fill(cache: SliceCache, todo: Sequence[ScanPair], source, structures, roles
     return cache
 
 
-def _check_compatible(cache: SliceCache, source: str, structures: Sequence[Structure], slice_axis: int, margin_mm: float) -> None:
+def _check_compatible(cache: SliceCache, source: str, structures: Sequence[Structure], slice_axis: int, margin_mm: float,
+                      field_of_view: str) -> None:
     if cache.source != source:
         raise InputError(f"{cache.root}: holds a {cache.source!r} cache, not {source!r}; choose another --out or --overwrite")
     theirs = [s.to_dict() for s in cache.structures]
     if cache.records and (theirs != [s.to_dict() for s in structures] or cache.slice_axis != slice_axis
-                          or cache.margin_mm != margin_mm):
+                          or cache.margin_mm != margin_mm or cache.field_of_view != field_of_view):
         raise InputError(
             f"{cache.root}: holds structures {cache.structure_names} sliced along axis {cache.slice_axis} with "
-            f"{cache.margin_mm} mm margin; this run asks for {[s.name for s in structures]} along axis {slice_axis} "
-            f"with {margin_mm} mm; choose another --out or pass --overwrite"
+            f"{cache.margin_mm} mm margin, field of view {cache.field_of_view!r}; this run asks for "
+            f"{[s.name for s in structures]} along axis {slice_axis} with {margin_mm} mm, field of view "
+            f"{field_of_view!r}; choose another --out or pass --overwrite"
         )
 
 
@@ -224,6 +239,8 @@ def _record(pair: ScanPair, done: PreprocessedVolume, params: dict) -> VolumeRec
             "intensity_window": list(done.window),
             "source_image": pair.image.name,
             "source_label": pair.label.name,
+            # where the scan and its label lie: a test scores the whole scan in its own grid against this label
+            "source_label_path": str(pair.label.resolve()),
             "source_bytes": pair.image.stat().st_size,
             "preprocess": params,
         },

@@ -1,7 +1,9 @@
-"""The box around a run's structures and the resampling of its slices to the network's square grid.
+"""The box a network's slices show of a scan, and the resampling of its slices to the network's square grid.
 
-Shared by preprocessing (box from the label) and inference (box from a first prediction), so that the
-network sees the same crop, margin, aspect and interpolation in both.
+Two boxes (the cache's ``field_of_view``): :func:`body_box`, found from the intensities alone, so that
+preprocessing and inference cut every scan the same way without a label; and :func:`square_box` around
+the labelled structures (the papers' protocol; at inference from a first prediction). Both are shared by
+preprocessing and inference, so that the network sees the same crop, aspect and interpolation in both.
 
 Conventions: volumes are canonical RAS (see :mod:`mkdseg.data.nifti`) with the slice axis moved last
 (:func:`slicing_view`), so a volume here is ``[X, Y, Z]`` with slices ``volume[:, :, z]``. For the
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from mkdseg.data.intensity import normalise_intensity
 from mkdseg.labels import DEFAULT_MARGIN_MM, SLICE_AXIS_NAMES
@@ -119,6 +122,36 @@ def square_box(ranges: tuple[Range, Range, Range], spacing: tuple[float, float, 
 
     dz = int(math.ceil(margin_mm / sz))
     return Box(centred(x0, x1, sx), centred(y0, y1, sy), (max(0, z0 - dz), min(shape[2], z1 + dz)))
+
+
+#: a voxel is body when its normalised intensity lies above this (-1 is the air / background level) ...
+BODY_LEVEL = -0.8
+#: ... in at least this fraction of the slices; noise and the bed, bright on a few slices only, stay out
+BODY_SLICE_FRACTION = 0.25
+BODY_MARGIN_MM = 5.0
+
+
+def body_box(volume: np.ndarray, window: tuple[float, float], spacing: tuple[float, float, float],
+             margin_mm: float = BODY_MARGIN_MM) -> Box:
+    """Every slice of ``volume`` ``[X, Y, Z]`` (raw intensities), cut in-plane to the square (in mm) around
+    the body: the largest connected region of the pixels that are brighter than air (``BODY_LEVEL`` after
+    normalising with ``window``) in at least ``BODY_SLICE_FRACTION`` of the slices, grown by ``margin_mm``.
+
+    What nnU-Net's crop to the non-zero region does for scans whose outside is not zero (CT air, MR noise):
+    the box needs no label, so preprocessing and inference find the same one. A volume without such a
+    region (a blank scan) gets its whole slices.
+    """
+    # the fraction of slices where each in-plane pixel is body, a few slices at a time (no volume-sized copy)
+    counts = np.zeros(volume.shape[:2], dtype=np.int32)
+    for start in range(0, volume.shape[2], 16):
+        counts += (normalise_intensity(volume[:, :, start:start + 16], window) > BODY_LEVEL).sum(axis=2)
+    body = ndimage.binary_opening(counts >= BODY_SLICE_FRACTION * volume.shape[2], iterations=2)
+    regions, n = ndimage.label(body)
+    if n == 0:
+        return whole_slice_box(volume.shape, spacing)
+    largest = regions == 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))
+    (x0, x1), (y0, y1) = bounding_ranges(largest)
+    return square_box(((x0, x1), (y0, y1), (0, volume.shape[2])), spacing, volume.shape, margin_mm)
 
 
 def whole_slice_box(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Box:

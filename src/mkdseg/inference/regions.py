@@ -1,22 +1,21 @@
-"""The two-pass region search: a canonical volume of raw intensities in, its class labels out.
+"""From a canonical volume of raw intensities to its class labels: the field of view the model was trained on.
 
-The segmentors are trained on slices cropped around the run's structures (:mod:`mkdseg.data.preprocess`),
-but a scan to segment is whole and has no label, so the structures are found first. Two passes, for
-any structure set, with the slice axis and margin the checkpoint records (``model.spec``):
+A scan to segment is whole and has no label. How it is cut follows what the checkpoint's training slices
+showed (``model.spec.field_of_view``, :mod:`mkdseg.data.preprocess`):
 
-1. **Locate.** About one slice every ``LOCATE_STEP_MM`` = 5 mm is segmented whole: its full field of
-   view, made square, resized to the model's slice size. Of each structure the largest 3D connected
-   component is kept (stray false positives elsewhere drop out), and the box around all of them is the
-   region of interest: one organ or seven, touching (the heart's chambers) or apart (liver, kidneys
-   and spleen).
-2. **Segment.** That box, grown by the training margin and made square in mm exactly as preprocessing
-   crops its training slices (:func:`mkdseg.data.roi.square_box`), is segmented on every slice it spans.
-   Everything outside the box is background.
+- ``body`` (caches made since 2026-12-05): **one pass**. Every slice is cut to the body's intensity box
+  (:func:`mkdseg.data.roi.body_box`, found without a label exactly as preprocessing found it) and
+  segmented; the probabilities are resized back to the scan's own grid. The model has seen whole slices
+  with and without the structures in training, so it both finds them and leaves the rest background.
+- ``structures`` (the papers' protocol: training slices cut around the labelled structures): **two
+  passes**. 1. *Locate*: about one slice every ``LOCATE_STEP_MM`` = 5 mm is segmented whole (its full
+  field of view, made square); of each structure the largest 3D connected component is kept, and the box
+  around all of them is the region of interest. 2. *Segment*: that box, grown by the training margin and
+  made square in mm exactly as preprocessing crops (:func:`mkdseg.data.roi.square_box`), is segmented on
+  every slice it spans; everything outside it is background. A network that has only seen label-cut
+  slices locates poorly on whole ones: the worst scans lose whole organs here (docs/results.md).
 
-If the first pass finds no foreground, the output is all background. ``crop=False`` (``--no-crop``)
-runs one pass over whole slices instead, for scans that are already cropped. The first pass sees the
-structures smaller than in training (whole field of view vs. crop); it only has to be roughly right,
-since the box is grown by a margin, and the second pass sees training-like crops.
+``crop=False`` (``--no-crop``) runs one pass over whole slices instead, for scans that are already cropped.
 
 Intensities are normalised with the same function and window rule as preprocessing
 (:mod:`mkdseg.data.intensity`), over the whole canonical volume. Probabilities exist only one batch of
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 from mkdseg.data.intensity import intensity_window
 from mkdseg.data.roi import (
     Box,
+    body_box,
     bounding_ranges,
     from_slicing_view,
     network_input,
@@ -115,24 +115,25 @@ def segment_canonical(volume: np.ndarray, spacing: tuple[float, float, float], p
     with voxel size ``spacing`` (mm, canonical axes), sliced along ``spec.slice_axis``. See the module
     docstring for the two passes."""
     view = slicing_view(volume, spec.slice_axis)
-    labels = _segment_view(view, slicing_spacing(spacing, spec.slice_axis), predict, spec.margin_mm, batch_size,
+    labels = _segment_view(view, slicing_spacing(spacing, spec.slice_axis), predict, spec, batch_size,
                            crop, progress, desc)
     return from_slicing_view(labels, spec.slice_axis)
 
 
-def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predict: SlicePredictor, margin_mm: float,
+def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predict: SlicePredictor, spec: DataSpec,
                   batch_size: int, crop: bool, progress: bool, desc: str) -> np.ndarray:
     """:func:`segment_canonical` on a volume whose slice axis is already last."""
     shape = volume.shape
     window = intensity_window(volume)
     labels = np.zeros(shape, dtype=np.uint8)
-    whole = whole_slice_box(shape, spacing)
     all_z = np.arange(shape[2])
     with tqdm(total=0, desc=desc, unit="slice", disable=not progress, leave=False) as bar:
-        if not crop:
+        if not crop or spec.field_of_view == "body":
             bar.total = shape[2]
-            predict_box(volume, window, whole, all_z, predict, labels, all_z, batch_size, bar)
+            box = body_box(volume, window, spacing) if crop else whole_slice_box(shape, spacing)
+            predict_box(volume, window, box, all_z, predict, labels, all_z, batch_size, bar)
             return labels
+        whole = whole_slice_box(shape, spacing)
         step = max(1, int(round(LOCATE_STEP_MM / spacing[2])))
         sampled = all_z[step // 2::step] if shape[2] > step else all_z[shape[2] // 2:shape[2] // 2 + 1]
         coarse = np.zeros(shape[:2] + (len(sampled),), dtype=np.uint8)
@@ -141,7 +142,7 @@ def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predi
         found = locate_structures(coarse, sampled, shape[2])
         if found is None:
             return labels
-        box = square_box(found, spacing, shape, margin_mm)
+        box = square_box(found, spacing, shape, spec.margin_mm)
         z = np.arange(*box.z)
         bar.total += len(z)
         bar.refresh()

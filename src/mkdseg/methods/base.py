@@ -17,9 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from mkdseg.data.nifti import load_label
+from mkdseg.inference.writer import ScanCanvas, record_geometry
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
 from mkdseg.methods.distributed import gather_per_rank
@@ -38,6 +41,9 @@ class SegmentationMethod(L.LightningModule):
 
     #: name of the component of :meth:`predict_components` used at test time and by ``mkdseg segment``
     primary_predictor: str = "seg"
+    #: tests score surface distances too (most of a test's time on whole scans); a caller that needs only
+    #: Dice from a test (``mkdseg compare``'s look at the final weights) switches them off
+    assd_in_test: bool = True
 
     def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
         super().__init__()
@@ -47,6 +53,7 @@ class SegmentationMethod(L.LightningModule):
         self.image_size, self.num_classes, self.eval_batch_size = image_size, self.spec.num_classes, eval_batch_size
         self._eval_rows: list[dict] = []
         self._summaries: dict[str, dict] = {}  # stage -> its latest evaluation (see evaluation_summary)
+        self._scan_labels: dict[str, tuple] = {}  # label file -> (classes, spacing), see _scan_label
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -86,19 +93,52 @@ class SegmentationMethod(L.LightningModule):
 
     # -- evaluation ----------------------------------------------------------------------------
     def _evaluate(self, batch: dict, with_assd: bool) -> None:
-        if "label" not in batch:
+        """Score every predictor on one volume. A volume preprocessed from a labelled scan is scored as a user
+        gets it: its slices' predictions put back into the scan's own grid (as ``mkdseg segment`` and
+        ``predict`` write them) against the scan's own label file, in mm of that grid. Other volumes (the
+        phantom's, caches written before they recorded their label file) are scored on their cached slices."""
+        record = batch.get("record")
+        label_file = record.extra.get("source_label_path") if record is not None else None
+        if label_file:
+            predictions, truth, spacing = self._predict_in_scan(batch["image"], record), *self._scan_label(record)
+        elif "label" in batch:
+            predictions, truth, spacing = self.predict_volume(batch["image"]), batch["label"], batch["spacing"].tolist()
+        else:
             raise ValueError(f"volume {batch.get('subject')} has no label: cannot evaluate")
-        predictions = self.predict_volume(batch["image"])
         for name, pred in predictions.items():
-            scores = volume_scores(pred, batch["label"], self.spec.structures, batch["spacing"].tolist(), with_assd)
+            scores = volume_scores(pred, truth, self.spec.structures, spacing, with_assd)
             for structure, values in scores.items():
                 self._eval_rows.append({"predictor": name, "subject": batch["subject"], "structure": structure, **values})
+
+    @torch.no_grad()
+    def _predict_in_scan(self, image: torch.Tensor, record) -> dict[str, np.ndarray]:
+        """``image [S, 1, H, W]`` (a cached volume) -> ``{predictor: class indices in the scan's own grid}``."""
+        canvases: dict[str, ScanCanvas] = {}
+        positions = torch.arange(len(image))
+        for chunk, at in zip(image.split(self.eval_batch_size), positions.split(self.eval_batch_size)):
+            for name, probs in self.predict_components(chunk.to(self.device)).items():
+                canvases.setdefault(name, ScanCanvas(record, self.spec)).paste(probs.float().cpu(), at.numpy())
+        in_scan = {}
+        for name, canvas in canvases.items():
+            labels, geometry = canvas.labels()
+            in_scan[name] = labels.reshape(geometry.shape3d)
+        return in_scan
+
+    def _scan_label(self, record) -> tuple[np.ndarray, tuple[float, float, float]]:
+        """The run's classes in the scan's own label file (other codes: background) and the scan's voxel size,
+        read once per volume and kept: validation scores the same volumes again and again."""
+        key = record.extra["source_label_path"]
+        if key not in self._scan_labels:
+            geometry = record_geometry(record)
+            codes = load_label(key, like=geometry)
+            self._scan_labels[key] = (self.spec.codes_to_classes(codes), geometry.spacing)
+        return self._scan_labels[key]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, with_assd=False)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, with_assd=True)
+        self._evaluate(batch, with_assd=self.assd_in_test)
 
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
