@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -99,3 +100,35 @@ def test_fit_test_predict_segment_in_one_run_folder(abdomen_cache, tmp_path):
     same = np.asanyarray(result.dataobj) == np.asanyarray(written.dataobj)
     assert same.mean() > 0.999, same.mean()
 
+
+
+def test_located_score_scores_a_runs_weights_on_both_fields_of_view(abdomen_cache, tmp_path):
+    """benchmarks/located_score.py at a tiny size: a one-step run of a study, its weights scored on the whole scans
+    and on the same scans cut around their labelled organs."""
+    import lightning as L
+    import yaml
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import located_score
+
+    from mkdseg.data import UnpairedSliceDataModule
+    from mkdseg.methods import Baseline
+
+    located = preprocess_nnunet(ABDOMEN / "ct_btcv", ABDOMEN / "mr_chaos", tmp_path / "located", image_size=32, max_cases=4,
+                                field_of_view="structures", progress=False)
+    run = tmp_path / "study" / "runs" / "baseline-0" / "fold0-seed0"
+    data = UnpairedSliceDataModule(source="cache", root=str(abdomen_cache.root), n_val=0, batch_size=2, samples_per_epoch=2)
+    model = Baseline(image_size=32, data_spec=data.data_spec, seg_channels=(4, 8, 16), seg_strides=(2, 2))
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(run / "logs" / "version_0" / "checkpoints" / "last.ckpt")
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"root": str(abdomen_cache.root)}}))
+    (run / "result.json").write_text(json.dumps({"config": "baseline", "fold": 0, "seed": 0}))
+    assert located_score.main(["--study", str(tmp_path / "study"), "--located", str(located.root), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "runs.csv")))
+    split = json.loads((abdomen_cache.root / "splits_ct_2fold.json").read_text())["folds"][0]
+    assert [r["subject"] for r in rows] == split and all(0 <= float(r[k]) <= 1 for r in rows for k in ("whole", "located"))
+    assert "| baseline | 1 |" in (tmp_path / "out" / "results.md").read_text()
+    with pytest.raises(SystemExit):  # the located cache must be cut around the structures
+        located_score.main(["--study", str(tmp_path / "study"), "--located", str(abdomen_cache.root), "--out", str(tmp_path / "x")])

@@ -72,6 +72,18 @@ def resolve_method(name: str) -> Method:
     return Method(name, preset)
 
 
+def score_note(cache: Path | None) -> str:
+    """What the tables' Dice is, by the field of view of the cache the runs trained and were tested on."""
+    from mkdseg.data.cache import SliceCache
+
+    if cache is not None and SliceCache(cache).field_of_view == "structures":
+        return ("Dice (%) with the organs located from the label: each held-out target scan cut around its labelled "
+                "structures (the papers' protocol, a cache made with `--field-of-view structures`), not what "
+                "`mkdseg segment` gives a user; mean ± std over draws (fold × seed) of the mean over scans.")
+    return ("Dice (%) of each held-out target scan segmented whole, as `mkdseg segment` segments it, in the scan's own "
+            "grid against its own label file; mean ± std over draws (fold × seed) of the mean over scans.")
+
+
 def resolve_size(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
@@ -250,10 +262,11 @@ def _compare(args, argv: list[str]) -> int:
         if not results:
             continue
         tag = "all" if n is None else str(n)
-        table = write_tables(args.out / f"n{tag}", results, reference, per_method, tag)
+        note = score_note(cache)
+        table = write_tables(args.out / f"n{tag}", results, reference, per_method, tag, note)
         choice = recommend(results)
         final_choice = (n, choice)
-        lines += [f"## {tag} labelled target subject(s) per training fold", "",
+        lines += [f"## {tag} labelled target subject(s) per training fold", "", note, "",
                   markdown_table(table, False, reference, with_time=True), "",
                   f"Recommended: **{choice.method}** (validation Dice {100 * choice.val_dice:.2f}, mean over "
                   f"{choice.draws} draw(s) of the validation subjects of the training fold; test subjects choose nothing)", "",
@@ -307,7 +320,8 @@ def train_final(size: Path, method: Method, cache: Path, n: int | None, args, bu
     return 0
 
 
-def write_tables(out: Path, results: dict[str, list[dict]], reference: str, plan: dict[str, list[RunSpec]], tag: str) -> list[dict]:
+def write_tables(out: Path, results: dict[str, list[dict]], reference: str, plan: dict[str, list[RunSpec]], tag: str,
+                 note: str) -> list[dict]:
     """``results.md``, ``runs.csv`` and ``dice.png`` of one label count."""
     rows = {m: Row(m, runs[0]["primary_predictor"]) for m, runs in results.items()}
     table = aggregate(list(rows.values()), {rows[m]: runs for m, runs in results.items()}, reference)
@@ -329,7 +343,7 @@ def write_tables(out: Path, results: dict[str, list[dict]], reference: str, plan
                                  "mean_dice_last": r.get("dice_last", {}).get(p, {}).get("mean"),
                                  "global_step": r["global_step"], "fit_s": r["fit_s"],
                                  "training_images": r.get("training_images", ""), "run_dir": dirs.get((method, r["fold"], r["seed"]), "")})
-    (out / "results.md").write_text(f"# {tag} labelled target subject(s) per training fold\n\n"
+    (out / "results.md").write_text(f"# {tag} labelled target subject(s) per training fold\n\n{note}\n\n"
                                     + markdown_table(table, False, reference, with_time=True) + "\n")
     bar_chart(table, f"{tag} labelled target subject(s): mean Dice over draws", out / "dice.png")
     return table
