@@ -134,3 +134,20 @@ def test_every_method_preset_builds_with_the_cpu_size(name, phantom_cache, tmp_p
         sys.argv = argv
     assert type(cli.model).__name__ == method.config["model"]["class_path"].rsplit(".", 1)[1]
     assert cli.trainer.max_steps == (20 if any(k in cli.model.hparams for k in ("pretrain_steps", "translation_steps")) else 10)
+
+
+def test_a_runs_folder_is_fixed_when_the_study_plans_it(tmp_path):
+    """A config edited while a study trains (a preset changed mid-study) must not move a run's folder: its
+    config.yaml and logs in one folder, its result.json in another (seen on 2026-12-05)."""
+    import pickle
+
+    from mkdseg.compare.runs import RunSpec
+
+    config = tmp_path / "size.yaml"
+    config.write_text("data:\n  image_size: 64\n")
+    spec = RunSpec("joint", (config,), ("--data.n_target=2",), 0, 0, tmp_path / "runs", 10)
+    planned = spec.dir
+    shipped = pickle.loads(pickle.dumps(spec))  # as a worker process receives it
+    config.write_text("data:\n  image_size: 128\n")
+    assert spec.dir == planned and spec.result_path.parent == planned and shipped.dir == planned
+    assert RunSpec("joint", (config,), ("--data.n_target=2",), 0, 0, tmp_path / "runs", 10).dir != planned  # a new plan sees the edit

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 #: the callback that keeps the weights of the best validation of a fit (``val/dice``: the primary predictor's)
@@ -57,8 +58,10 @@ class RunSpec(RunFolder):
     runs_dir: Path
     max_steps: int
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # read once, when the study plans the run: a config edited while the study trains must not move the
+        # folder of a run under it (its config.yaml and logs in one folder, its result.json in another)
         text = [Path(c).read_text() for c in self.configs] + sorted(self.overrides)
         return f"{self.name}-{hashlib.sha1(json.dumps(text).encode()).hexdigest()[:8]}"
 
