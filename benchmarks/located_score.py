@@ -38,8 +38,8 @@ def scan_dice(model, cache: SliceCache, subject: str) -> float:
     record = next(r for r in cache.volumes(model.spec.modality) if r.subject == subject)
     image, _ = cache.load(record)
     with model.evaluating():
-        predictions = model._predict_in_scan(torch.from_numpy(np.array(image))[:, None], record)
-    truth, spacing = model._scan_label(record)
+        predictions = model.predict_in_scan(torch.from_numpy(np.array(image))[:, None], record)
+    truth, spacing = model.scan_label(record)
     scores = volume_scores(predictions[model.primary_predictor], truth, model.spec.structures, spacing)
     return float(np.nanmean([s["dice"] for s in scores.values()]))
 

@@ -53,7 +53,7 @@ class SegmentationMethod(L.LightningModule):
         self.image_size, self.num_classes, self.eval_batch_size = image_size, self.spec.num_classes, eval_batch_size
         self._eval_rows: list[dict] = []
         self._summaries: dict[str, dict] = {}  # stage -> its latest evaluation (see evaluation_summary)
-        self._scan_labels: dict[str, tuple] = {}  # label file -> (classes, spacing), see _scan_label
+        self._scan_labels: dict[str, tuple] = {}  # label file -> (classes, spacing), see scan_label
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -100,7 +100,7 @@ class SegmentationMethod(L.LightningModule):
         record = batch.get("record")
         label_file = record.extra.get("source_label_path") if record is not None else None
         if label_file:
-            predictions, truth, spacing = self._predict_in_scan(batch["image"], record), *self._scan_label(record)
+            predictions, truth, spacing = self.predict_in_scan(batch["image"], record), *self.scan_label(record)
         elif "label" in batch:
             predictions, truth, spacing = self.predict_volume(batch["image"]), batch["label"], batch["spacing"].tolist()
         else:
@@ -111,7 +111,7 @@ class SegmentationMethod(L.LightningModule):
                 self._eval_rows.append({"predictor": name, "subject": batch["subject"], "structure": structure, **values})
 
     @torch.no_grad()
-    def _predict_in_scan(self, image: torch.Tensor, record) -> dict[str, np.ndarray]:
+    def predict_in_scan(self, image: torch.Tensor, record) -> dict[str, np.ndarray]:
         """``image [S, 1, H, W]`` (a cached volume) -> ``{predictor: class indices in the scan's own grid}``."""
         canvases: dict[str, ScanCanvas] = {}
         positions = torch.arange(len(image))
@@ -124,7 +124,7 @@ class SegmentationMethod(L.LightningModule):
             in_scan[name] = labels.reshape(geometry.shape3d)
         return in_scan
 
-    def _scan_label(self, record) -> tuple[np.ndarray, tuple[float, float, float]]:
+    def scan_label(self, record) -> tuple[np.ndarray, tuple[float, float, float]]:
         """The run's classes in the scan's own label file (other codes: background) and the scan's voxel size,
         read once per volume and kept: validation scores the same volumes again and again."""
         key = record.extra["source_label_path"]
