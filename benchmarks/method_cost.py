@@ -3,7 +3,7 @@
     python benchmarks/method_cost.py --root data_cache/abdomen64 --out benchmarks/results/method_cost
     python benchmarks/method_cost.py --phantom --image-size 32 --steps 3 --rounds 1   # the test suite's tiny run
 
-Each setting (a method and its data options, as ``benchmarks.reproduce beyond`` runs them) trains through
+Each setting (a ``mkdseg compare`` method preset: its method, options and data options) trains through
 ``Trainer.fit`` for ``--steps`` iterations per round, the settings taking turns within each round, so a
 neighbour's load on a shared machine hits all of them alike. An iteration is the time between two
 consecutive ``on_train_batch_start`` calls (Lightning's loop, data and re-styling included); the first two
@@ -14,6 +14,7 @@ training's, the reference the issue's "at most 2x joint training's CPU time" is 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import tempfile
@@ -24,20 +25,13 @@ import lightning as L
 import torch
 import yaml
 
+from mkdseg.compare.cli import preset_names, resolve_method
 from mkdseg.data import UnpairedSliceDataModule
 from mkdseg.io import atomic_write_text
-from mkdseg.methods import JointTraining, MeanTeacher, MKDNoAlignment, SharedKernelKD
 
 ROOT = Path(__file__).resolve().parents[1]
-GIN = {"appearance": "gin", "appearance_on": "assistant"}
-#: name -> (method, its options, data options)
-SETTINGS = {
-    "joint": (JointTraining, {}, {}),
-    "joint + GIN": (JointTraining, {}, GIN),
-    "MKD, GIN alignment": (MKDNoAlignment, {}, GIN),
-    "mean teacher + GIN (the recipe)": (MeanTeacher, {"student_view": "gin"}, {**GIN, "unlabelled_target": True}),
-    "shared kernels + prototype KD": (SharedKernelKD, {}, {}),
-}
+#: the presets timed by default: the paper's MKD, joint training, the recipe and the semi-supervised options
+SETTINGS = ("joint", "joint_gin", "mkd_gin", "recipe", "unimatch", "bcp", "dacs", "mix3", "selftrain")
 SEGMENTOR_OPTIONS = ("seg_channels", "seg_strides", "seg_res_units", "lr_seg", "eval_batch_size")
 
 
@@ -56,8 +50,13 @@ class IterationTimer(L.Callback):
 
 
 def build(name: str, data: dict, segmentor: dict):
-    method, options, data_options = SETTINGS[name]
-    dm = UnpairedSliceDataModule(**{**data, **data_options})
+    config = resolve_method(name).config
+    module, _, cls = config["model"]["class_path"].rpartition(".")
+    method = getattr(importlib.import_module(module), cls)
+    options = dict(config["model"].get("init_args") or {})
+    if options.get("pseudo_labeller") == "rounds":
+        options["round_steps"] = 1  # time the rounds that pseudo-label, not the first (labelled slices only)
+    dm = UnpairedSliceDataModule(**{**data, **(config.get("data") or {})})
     dm.prepare_data()
     model = method(image_size=data["image_size"], data_spec=dm.data_spec, **segmentor, **options)
     return model, dm
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed iterations per setting and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=preset_names(), help="compare's method presets")
     parser.add_argument("--out", type=Path, help="folder for results.md and times.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

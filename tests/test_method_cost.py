@@ -17,4 +17,4 @@ def test_method_cost_times_every_setting_and_writes_its_table(tmp_path):
     times = json.loads((out / "times.json").read_text())["seconds"]
     assert set(times) == set(method_cost.SETTINGS) and all(len(v) == 2 and min(v) > 0 for v in times.values())
     table = (out / "results.md").read_text()
-    assert "| joint | " in table and "| 1.00 |" in table and "the recipe" in table
+    assert "| joint | " in table and "| 1.00 |" in table and "| selftrain | " in table

@@ -72,19 +72,30 @@ class MeanTeacher(JointTraining):
             raise ValueError("MeanTeacher needs unlabelled target slices: set data.unlabelled_target: true "
                              "(and data.n_target below the training fold's subjects)")
         losses = super().losses(batch)
-        hp, x_u = self.hparams, batch["x_u"]
-        student_x = random_convolution(x_u) if hp.student_view == "gin" else x_u
-        student = self.seg(student_x + hp.input_noise * torch.randn_like(x_u)).float().softmax(1)
-        with torch.no_grad():
-            teacher = self.teacher(x_u + hp.input_noise * torch.randn_like(x_u)).float().softmax(1)
-        consistency = F.mse_loss(student, teacher)
-        weight = hp.lambda_consistency * sigmoid_rampup(self.global_step, hp.consistency_rampup_steps)
-        losses["loss_seg"] = losses["loss_seg"] + weight * consistency
-        losses["loss_consistency"] = consistency
-        return losses
+        unlabelled = self.unlabelled_losses(batch)
+        weight = self.hparams.lambda_consistency * sigmoid_rampup(self.global_step, self.hparams.consistency_rampup_steps)
+        losses["loss_seg"] = losses["loss_seg"] + weight * unlabelled["loss_consistency"]
+        return {**losses, **unlabelled}
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """The teacher follows the student after every optimizer step."""
+    def student_view_of(self, x: torch.Tensor) -> torch.Tensor:
+        """What the student sees of target images ``x``: re-styled (``student_view: gin``) and noisy."""
+        styled = random_convolution(x) if self.hparams.student_view == "gin" else x
+        return styled + self.hparams.input_noise * torch.randn_like(x)
+
+    def unlabelled_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The term on the unlabelled target slices (``loss_consistency``, weighted and ramped by the caller),
+        and any diagnostics to log: here Tarvainen's mean squared error between the two softmaxes."""
+        x_u = batch["x_u"]
+        student = self.seg(self.student_view_of(x_u)).float().softmax(1)
+        with torch.no_grad():
+            teacher = self.teacher(x_u + self.hparams.input_noise * torch.randn_like(x_u)).float().softmax(1)
+        return {"loss_consistency": F.mse_loss(student, teacher)}
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The teacher follows the student after every optimizer step. Here, not in ``on_train_batch_end``:
+        Lightning runs the callbacks' batch-end hooks first, so a checkpoint saved there would hold the
+        teacher one update behind and a resumed run would not end as the uninterrupted one."""
+        super().optimizer_step(*args, **kwargs)
         decay = self.hparams.ema_decay
         with torch.no_grad():
             for t, s in zip(self.teacher.parameters(), self.seg.parameters()):
