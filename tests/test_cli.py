@@ -108,3 +108,15 @@ def test_unknown_option_is_rejected(tmp_path, phantom_root):
     config = tiny_config(tmp_path, phantom_root)
     result = run(["fit", "--config", str(config), "--model.lambda_kd=1"], cwd=tmp_path, check=False)
     assert result.returncode != 0 and "lambda_kd" in result.stderr
+
+
+def test_no_cloud_logger_advertisement_but_lightnings_other_messages(caplog):
+    import logging
+
+    import lightning as L
+
+    import mkdseg  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.INFO):
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert "GPU available" in caplog.text and "litlogger" not in caplog.text

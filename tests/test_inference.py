@@ -226,14 +226,25 @@ def test_existing_output_is_refused_before_any_work(tmp_path: Path, monkeypatch,
 def test_folder_input(tmp_path: Path, monkeypatch) -> None:
     scans = tmp_path / "scans"
     scans.mkdir()
-    for name, axcodes in [("a.nii.gz", "RAS"), ("b.nii.gz", "LPS")]:
+    for name, axcodes in [("a.nii.gz", "RAS"), ("b_0000.nii.gz", "LPS")]:
         nib.save(blob_scan(axcodes)[0], scans / name)
     (scans / "a_label.nii.gz").write_bytes(b"ground truth, not a scan")
     (scans / "readme.txt").write_text("not a scan")
     ckpt = use_model(monkeypatch, tmp_path, ThresholdSegmentor(image_size=32))
     assert segment_main(["-i", str(scans), "-o", str(tmp_path / "segs"), "--ckpt", str(ckpt), "--no-progress"]) == 0
+    # named as nnU-Net names its predictions: the case, without the _0000 channel suffix
     assert sorted(p.name for p in (tmp_path / "segs").iterdir()) == ["a.nii.gz", "b.nii.gz"]
-    assert geometry_of(tmp_path / "segs" / "b.nii.gz") == geometry_of(scans / "b.nii.gz")
+    assert geometry_of(tmp_path / "segs" / "b.nii.gz") == geometry_of(scans / "b_0000.nii.gz")
+
+
+def test_folder_input_refuses_two_scans_of_one_case(tmp_path: Path, monkeypatch, capsys) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("b.nii.gz", "b_0000.nii.gz"):
+        nib.save(blob_scan()[0], scans / name)
+    ckpt = use_model(monkeypatch, tmp_path, ThresholdSegmentor(image_size=32))
+    assert segment_main(["-i", str(scans), "-o", str(tmp_path / "segs"), "--ckpt", str(ckpt), "--no-progress"]) == 1
+    assert "b_0000.nii.gz" in capsys.readouterr().err and not (tmp_path / "segs").exists()
 
 
 def test_failure_leaves_no_partial_output(tmp_path: Path, monkeypatch) -> None:

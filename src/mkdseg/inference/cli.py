@@ -15,13 +15,28 @@ from mkdseg.inference.device import PRECISION_CHOICES, SlicePredictor, resolve_d
 from mkdseg.inference.writer import CODE_CHOICES, segment_file
 
 
+CHANNEL_SUFFIX = "_0000"  # nnU-Net's first (here: only) input channel, not part of the case's name
+
+
+def output_name(scan: Path) -> str:
+    """The label map's file name for ``scan``, as nnU-Net names it: the case without the ``_0000`` channel suffix.
+
+    >>> output_name(Path("imagesTs/btcv_003_0000.nii.gz")), output_name(Path("patient7.nii"))
+    ('btcv_003.nii.gz', 'patient7.nii')
+    """
+    ending = ".nii.gz" if scan.name.endswith(".nii.gz") else scan.suffix
+    stem = scan.name[: -len(ending)]
+    return (stem[: -len(CHANNEL_SUFFIX)] if stem.endswith(CHANNEL_SUFFIX) else stem) + ending
+
+
 def _pairs(input_path: Path, output_path: Path) -> list[tuple[Path, Path]]:
-    """``(input, output)`` files: one scan, or every scan of a folder (``*_label.nii*`` files skipped)."""
+    """``(input, output)`` files: one scan, or every scan of a folder (``*_label.nii*`` files skipped), each
+    written as :func:`output_name` names it into an output folder."""
     if not input_path.exists():
         raise MissingInputError(f"{input_path}: input not found")
     if input_path.is_file():
         if output_path.is_dir():
-            return [(input_path, output_path / input_path.name)]
+            return [(input_path, output_path / output_name(input_path))]
         return [(input_path, output_path)]
     scans = sorted(p for p in input_path.iterdir()
                    if p.is_file() and is_nifti_path(p) and not p.name.endswith(("_label.nii.gz", "_label.nii")))
@@ -31,7 +46,14 @@ def _pairs(input_path: Path, output_path: Path) -> list[tuple[Path, Path]]:
         raise InputError(f"{output_path}: input {input_path} is a folder, so the output must be a folder too")
     if output_path.resolve() == input_path.resolve():
         raise InputError(f"{output_path}: output folder is the input folder; choose another to keep the scans")
-    return [(p, output_path / p.name) for p in scans]
+    pairs = [(p, output_path / output_name(p)) for p in scans]
+    by_output: dict[Path, list[Path]] = {}
+    for scan, out in pairs:
+        by_output.setdefault(out, []).append(scan)
+    clashes = [" and ".join(str(s) for s in scans) for scans in by_output.values() if len(scans) > 1]
+    if clashes:
+        raise InputError(f"{input_path}: {clashes[0]} would both be written as one label map; keep one of them")
+    return pairs
 
 
 def build_parser() -> argparse.ArgumentParser:
