@@ -151,3 +151,20 @@ def test_a_runs_folder_is_fixed_when_the_study_plans_it(tmp_path):
     config.write_text("data:\n  image_size: 128\n")
     assert spec.dir == planned and spec.result_path.parent == planned and shipped.dir == planned
     assert RunSpec("joint", (config,), ("--data.n_target=2",), 0, 0, tmp_path / "runs", 10).dir != planned  # a new plan sees the edit
+
+
+def test_the_datasets_options_of_preprocess_reach_it(tmp_path, monkeypatch):
+    """Two sequences of one modality (both datasets say MRI): compare takes the names preprocess takes."""
+    import mkdseg.data.prepare as prepare
+    from mkdseg.compare.cli import build_parser, prepare_cache
+
+    seen = []
+    monkeypatch.setattr(prepare, "preprocess_main", lambda argv: seen.append(argv) or 0)
+    args = build_parser().parse_args(["--target", "t2", "--assistant", "t1", "--target-modality", "t2",
+                                      "--assistant-modality", "t1", "--target-orientation", "LAS", "--out", str(tmp_path)])
+    prepare_cache(args, {"data": {"image_size": 64}})
+    argv = seen[0]
+    for option, value in (("--target-modality", "t2"), ("--assistant-modality", "t1"), ("--target-orientation", "LAS"),
+                          ("--image-size", "64")):
+        assert argv[argv.index(option) + 1] == value
+    assert "--assistant-orientation" not in argv

@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--target", type=Path, help="nnU-Net raw dataset of the target modality (the one to segment)")
     data.add_argument("--assistant", type=Path, help="nnU-Net raw dataset of the assistant modality")
     data.add_argument("--cache", type=Path, help="slice cache (default OUT/cache; made from --target/--assistant if missing)")
+    for role in ("target", "assistant"):  # what `mkdseg preprocess` takes to read the datasets, passed on to it
+        data.add_argument(f"--{role}-modality", help=f"modality name of the {role} dataset (default: its channel_names; "
+                                                     "name two sequences of one modality apart, e.g. t1 and t2)")
+        data.add_argument(f"--{role}-orientation", metavar="AXCODES",
+                          help=f"the {role} arrays' true orientation (e.g. LAS) when the dataset's headers are wrong")
     p.add_argument("--out", type=Path, default=Path("compare"), help="runs, tables and the recommendation (default ./compare)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
                    help=f"preset names or method yamls (default: {' '.join(DEFAULT_METHODS)}); presets: {', '.join(preset_names())}")
@@ -196,6 +201,9 @@ def prepare_cache(args, size_config: dict) -> Path:
                                 "datasets) to make it, or --cache a folder made by `mkdseg preprocess`")
     image_size = (size_config.get("data") or {}).get("image_size")
     argv = ["--target", str(args.target), "--assistant", str(args.assistant), "--out", str(cache), "--no-progress"]
+    for option in ("target_modality", "assistant_modality", "target_orientation", "assistant_orientation"):
+        if getattr(args, option):
+            argv += ["--" + option.replace("_", "-"), getattr(args, option)]
     if image_size:
         argv += ["--image-size", str(image_size)]
     print(f"preprocessing into {cache}: mkdseg preprocess {' '.join(argv)}", flush=True)
