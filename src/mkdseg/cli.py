@@ -1,8 +1,8 @@
 """The ``mkdseg`` command.
 
 ``mkdseg fit|validate|test|predict`` are LightningCLI subcommands (``--config``, ``--print_config``,
-dotted overrides such as ``--model.lambda_kd_real=0.3``); ``mkdseg preprocess``, ``segment`` and
-``evaluate`` work on NIfTI files rather than on a training run, ``compare`` and ``sweep`` on many runs.
+dotted overrides such as ``--model.lambda_kd_real=0.3``); ``mkdseg convert``, ``preprocess``, ``segment`` and
+``evaluate`` work on files rather than on a training run, ``compare`` and ``sweep`` on many runs.
 """
 
 from __future__ import annotations
@@ -118,6 +118,12 @@ def _evaluate(argv: list[str]) -> int:
     return evaluate_main(argv)
 
 
+def _convert(argv: list[str]) -> int:
+    from mkdseg.data.convert import convert_main
+
+    return convert_main(argv)
+
+
 def _sweep(argv: list[str]) -> int:
     from mkdseg.sweep import main as sweep_main
 
@@ -126,6 +132,7 @@ def _sweep(argv: list[str]) -> int:
 
 VERBS: dict[str, Callable[[list[str]], int]] = {
     "preprocess": _preprocess, "segment": _segment, "sweep": _sweep, "compare": _compare, "evaluate": _evaluate,
+    "convert": _convert,
 }
 
 
