@@ -123,7 +123,7 @@ def test_make_demo_runs_at_a_smoke_size(tmp_path, phantom8, capsys):
 
 
 def test_the_command_line_block_runs_in_order(tmp_path, phantom8, capsys):
-    block = commands(code_blocks("bash")[2])
+    block = commands(code_blocks("bash")[3])
     assert [c.split()[1] for c in block] == ["fit", "fit", "test", "validate", "predict", "sweep"]
     lightning_smoke = [*TINY_NETS, *phantom_args(phantom8), f"--trainer.default_root_dir={tmp_path / 'runs' / 'demo'}"]
     for command in block:
@@ -143,6 +143,8 @@ def test_your_own_data_in_five_commands_on_the_abdominal_datasets(tmp_path):
     """preprocess, compare (2 methods x 2 draws at a smoke budget, only the CPU size preset), fit, segment, evaluate."""
     block = commands(code_blocks("bash")[1])
     variables = dict(line.split("=", 1) for line in block if re.match(r"^[A-Z]+=", line))
+    assert variables["A"].startswith("/path/to/")  # the user's own folder, never ours
+    variables["A"] = str(ABDOMEN)
     steps = [line for line in block if line.startswith("mkdseg ")]
     assert [c.split()[1] for c in steps] == ["preprocess", "compare", "fit", "segment", "evaluate"]
     outputs = {name: tmp_path / name for name in ("data_cache/", "compare_abdomen", "runs/", "segs")}
@@ -194,3 +196,14 @@ def test_the_library_example_runs(tmp_path, phantom8, monkeypatch):
     exec(compile(source, "README.md", "exec"), namespace)
     probabilities = namespace["probabilities"]
     assert probabilities.shape[0] == 4 and probabilities.shape[1] == len(namespace["data"].data_spec["structures"]) + 1
+
+
+def test_the_public_datasets_block_names_real_convert_options():
+    """The README's `mkdseg convert` lines parse (the conversions themselves: tests/test_convert.py, on stand-ins)."""
+    from mkdseg.data.convert import build_parser
+
+    block = commands(code_blocks("bash")[2])
+    assert [c.split()[:2] for c in block] == [["mkdseg", "convert"]] * 3
+    for command in block:
+        args = build_parser().parse_args(shlex.split(command.replace("$A", "/data"))[2:])
+        assert args.dataset in ("btcv", "chaos", "mmwhs") and str(args.out).startswith("/data/")
