@@ -120,3 +120,14 @@ def test_no_cloud_logger_advertisement_but_lightnings_other_messages(caplog):
     with caplog.at_level(logging.INFO):
         L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     assert "GPU available" in caplog.text and "litlogger" not in caplog.text
+
+
+def test_help_lists_the_choices_of_typed_options(capsys):
+    from mkdseg.cli import main as cli_main
+
+    for argv, listed in ((["fit", "--help"], "--data.appearance {none,gin,location_scale,class_location_scale}"),
+                         (["fit", "--model.help", "mkdseg.methods.WeakToStrong"], "--model.mix {none,cutmix,classmix}"),
+                         (["fit", "--model.help", "mkdseg.methods.MeanTeacher"], "--model.student_view {noise,gin}")):
+        with pytest.raises(SystemExit):
+            cli_main(argv)
+        assert listed in capsys.readouterr().out

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
-APPEARANCES = ("none", "gin", "location_scale", "class_location_scale")
-APPLY_TO = ("assistant", "target", "both")
+Appearance = Literal["none", "gin", "location_scale", "class_location_scale"]
+ApplyTo = Literal["assistant", "target", "both"]
+APPEARANCES, APPLY_TO = get_args(Appearance), get_args(ApplyTo)
 VALUE_RANGE = (-1.0, 1.0)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mkdseg.data.appearance import RandomAppearance
+from mkdseg.data.appearance import Appearance, ApplyTo, RandomAppearance
 from mkdseg.data.cache import CacheInfo, SliceCache
 from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
 from mkdseg.data.splits import load_or_create_folds, train_val_subjects
@@ -105,8 +105,8 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         phantom_slices: int = 32,
         phantom_seed: int = 0,
         assistant_as_target: bool = False,
-        appearance: str = "none",
-        appearance_on: str = "assistant",
+        appearance: Appearance = "none",
+        appearance_on: ApplyTo = "assistant",
         unlabelled_target: bool = False,
         foreground_fraction: float = 0.5,
     ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 from mkdseg.data.appearance import random_convolution
 from mkdseg.methods.baselines import JointTraining
 
-STUDENT_VIEWS = ("noise", "gin")
+StudentView = Literal["noise", "gin"]
+STUDENT_VIEWS = get_args(StudentView)
 
 
 def sigmoid_rampup(step: int, length: int) -> float:
@@ -52,7 +54,7 @@ class MeanTeacher(JointTraining):
     primary_predictor = "teacher"
 
     def __init__(self, lambda_consistency: float = 1.0, consistency_rampup_steps: int = 200, ema_decay: float = 0.99,
-                 input_noise: float = 0.1, student_view: str = "noise", **kwargs):
+                 input_noise: float = 0.1, student_view: StudentView = "noise", **kwargs):
         for name, value in (("lambda_consistency", lambda_consistency), ("consistency_rampup_steps", consistency_rampup_steps),
                             ("input_noise", input_noise)):
             if value < 0:
