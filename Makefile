@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m mkdseg.demo --config configs/demo.yaml --recipe configs/recipe.yaml --run-dir $(RUN) --data.n_target=2
 
+# two workers (pytest-xdist), one torch thread each (tests/conftest.py): both cores busy, neither oversubscribed;
+# the slowest tests listed, so a slow one shows in CI's log
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --durations=15 tests
 
 clean:
 	rm -rf runs .pytest_cache

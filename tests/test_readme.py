@@ -107,7 +107,7 @@ def test_two_commands_are_the_makefiles_and_ci_runs_the_second():
     assert commands(code_blocks("bash")[0]) == ["make demo", "make test"]
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo:.*\n\t\$\(PY\) -m mkdseg\.demo ", makefile, flags=re.M)
-    assert re.search(r"^test:.*\n\t\$\(PY\) -m pytest -q tests$", makefile, flags=re.M)
+    assert re.search(r"^test:.*\n\t\$\(PY\) -m pytest -q -n 2 --durations=15 tests$", makefile, flags=re.M)
     assert "make test" in commands((REPO / ".ci" / "run").read_text().splitlines())
 
 
