@@ -172,6 +172,7 @@ class WeakToStrong(MeanTeacher):
 
     def unlabelled_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         hp, x_u = self.hparams, batch["x_u"]
+        b, _, h, w = x_u.shape
         if hp.pseudo_labeller == "rounds" and self.in_first_round():
             return {"loss_consistency": x_u.new_zeros(())}
         labels, weight = self.pseudo_label(x_u)
@@ -179,12 +180,10 @@ class WeakToStrong(MeanTeacher):
         strong = unlabelled
         if hp.mix != "none":
             source = self.pasted(batch, unlabelled)
-            b, _, h, w = x_u.shape
             mask = box_masks(b, h, w, x_u.device) if hp.mix == "cutmix" else class_masks(source[1])
             strong = paste(mask, source, unlabelled)
         views, targets = [self.student_view_of(strong[0])], [strong[1:]]
         if hp.mix_back:
-            b, _, h, w = x_u.shape
             labelled = (batch["x_t"], batch["y_t"].long(), torch.ones_like(weight))
             back = paste(box_masks(b, h, w, x_u.device), unlabelled, labelled)
             views.append(self.student_view_of(back[0]))
