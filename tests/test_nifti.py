@@ -139,7 +139,12 @@ def test_truncated_uncompressed_names_the_file(tmp_path: Path) -> None:
         load_image(path)
 
 
-@pytest.mark.parametrize("content", [b"this is not an image\n" * 30, gzip.compress(b"not a nifti header" * 40)])
+@pytest.mark.parametrize(
+    "content",
+    # mtime=0 and ids: the gzip header holds a time stamp, and xdist workers must collect identical test names.
+    [b"this is not an image\n" * 30, gzip.compress(b"not a nifti header" * 40, mtime=0)],
+    ids=["plain-text", "gzip-not-nifti"],
+)
 def test_non_nifti_file_names_it(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "fake.nii.gz"
     path.write_bytes(content)
