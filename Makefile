@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m mkdseg.demo --config configs/demo.yaml --recipe configs/recipe.yaml --run-dir $(RUN) --data.n_target=2
+	$(PY) -m mkdseg.demo --config configs/demo.yaml --recipe recipe --run-dir $(RUN) --data.n_target=2
 
 # two workers (pytest-xdist), one torch thread each (tests/conftest.py): both cores busy, neither oversubscribed;
 # the slowest tests listed, so a slow one shows in CI's log

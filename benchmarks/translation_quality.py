@@ -1,10 +1,10 @@
 """How target-like is a translator's output on assistant subjects it never saw? The translator probe.
 
-    python -m benchmarks.translation_quality --steps 1200 --every 100 --seeds 0 1 \\
-        --variant paper --variant resize:model.init_args.gen_upsampling=resize
-    python -m benchmarks.translation_quality --base configs/bench/abdomen.yaml --out benchmarks/results/probe_abdomen
+    python -m benchmarks.translation_quality --set data.source=phantom --set data.image_size=64 \\
+        --steps 1200 --every 100 --seeds 0 1 --variant paper --variant resize:model.init_args.gen_upsampling=resize
+    python -m benchmarks.translation_quality --set data.root=data_cache/abdomen128 --out benchmarks/results/probe_abdomen
 
-Setup (``--base``, default the phantom of ``configs/bench/base.yaml``; fold 0):
+Setup (``--size``, default ``mkdseg compare``'s cpu preset, with ``--set`` overrides; fold 0):
 
 * the **held-out assistant subjects**: the last ``--held-out`` assistant subjects (sorted ids). Every
   variant trains with the others only (``data.n_assistant``), so the probe never scores a translator on
@@ -17,8 +17,8 @@ Setup (``--base``, default the phantom of ``configs/bench/base.yaml``; fold 0):
   rendered in the target modality (the perfect translation); on real data, the judge on the held-out
   real target subjects of the test fold. The judge on the raw assistant images is the floor.
 
-Each ``--variant NAME[:KEY=VALUE,...]`` (dotted config keys, YAML values) trains ``--method`` (default
-MKD) once per ``--seeds`` for ``--steps`` iterations. Every ``--every`` iterations the probe records the
+Each ``--variant NAME[:KEY=VALUE,...]`` (dotted config keys, YAML values) trains ``--method`` (a compare
+preset with a translator, default ``mkd``) once per ``--seeds`` for ``--steps`` iterations. Every ``--every`` iterations the probe records the
 iteration, the training's CPU seconds so far (process time, the probe's own time excluded) and the
 judge score. On the phantom also, against the perfect translation: the error of each structure's mean
 intensity (in target units, e.g. HU, through the phantom's window) and whether the target's
@@ -44,14 +44,14 @@ import numpy as np
 import torch
 import yaml
 
+from mkdseg.compare.cli import resolve_method, resolve_size, stage_overrides
+from mkdseg.compare.studies import cli_value
+from mkdseg.data.datasets import SliceSet
+from mkdseg.training import fit_and_test
+
+import lightning.pytorch as pl
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from benchmarks.reproduce import compose, for_run, load_yaml  # noqa: E402
-from mkdseg.cli import build_cli  # noqa: E402
-from mkdseg.data.datasets import SliceSet  # noqa: E402
-
-import lightning.pytorch as pl  # noqa: E402
 
 #: default contrast orders (darker, brighter) checked on the phantom; names are phantom tissues
 CT_CONTRAST = ("fat<MYO", "RA<AA")
@@ -164,26 +164,19 @@ class TranslationProbe(pl.Callback):
 
 
 # -- runs ------------------------------------------------------------------------------------------
-def run_config(base: dict, method: dict, steps: int, seed: int, run_dir: Path, sets: list[tuple[str, object]]) -> Path:
-    config = compose(base, method, sets=sets, steps=steps)
-    config = for_run(config, fold=0, seed=seed, run_dir=run_dir)
-    config["trainer"]["val_check_interval"] = steps  # the probe measures; at most one validation, at the end
-    config["trainer"]["enable_checkpointing"] = False
+def run_args(size: Path, method: str, steps: int, seed: int, run_dir: Path, sets: list[tuple[str, object]]) -> list[str]:
+    """A probe run's LightningCLI arguments: the size, the method preset, the sets, fold 0 and the seed; no
+    checkpoints, at most one validation (the probe measures; nothing is chosen)."""
+    preset = resolve_method(method)
+    return ["--config", str(size), "--config", str(preset.path), *stage_overrides(preset, steps),
+            *(f"--{key}={cli_value(value)}" for key, value in sets), f"--seed_everything={seed}", "--data.fold=0",
+            f"--data.sampler_seed={seed}", f"--trainer.default_root_dir={run_dir}", f"--trainer.val_check_interval={steps}",
+            "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false", "--trainer.logger.init_args.name=logs"]
+
+
+def fit(args: list[str], run_dir: Path, callbacks=()):
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def fit(config: Path, callbacks=()):
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli = build_cli(["--config", str(config)], run=False)
-    finally:
-        sys.argv = argv
-    cli.trainer.callbacks.extend(callbacks)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli
+    return fit_and_test(args, callbacks=callbacks, test=False, config_out=run_dir / "config.yaml").cli
 
 
 def parse_variant(text: str) -> tuple[str, list[tuple[str, object]]]:
@@ -210,9 +203,9 @@ class ProbeData:
     scores: dict  # the judge's floor and ceiling
 
 
-def prepare(base: dict, config_dir: Path, held_out: int, judge_steps: int, work: Path, lr_seg: float | None) -> ProbeData:
-    sets = [("data.n_target", None), ("data.n_val", 0)] + ([("model.init_args.lr_seg", lr_seg)] if lr_seg else [])
-    cli = fit(run_config(base, load_yaml(config_dir / "baseline.yaml"), judge_steps, 0, work / "judge", sets))
+def prepare(size: Path, sets: list[tuple[str, object]], held_out: int, judge_steps: int, work: Path) -> ProbeData:
+    sets = [*sets, ("data.n_target", None), ("data.n_val", 0)]
+    cli = fit(run_args(size, "baseline", judge_steps, 0, work / "judge", sets), work / "judge")
     dm, judge = cli.datamodule, cli.model.seg
     assistants = dm.cache.volumes(dm.hparams.assistant)
     if not 0 < held_out < len(assistants):
@@ -234,12 +227,12 @@ def prepare(base: dict, config_dir: Path, held_out: int, judge_steps: int, work:
     return ProbeData(judge, len(assistants) - held_out, (x, y), list(cli.model.spec.structures), reference, scores)
 
 
-def probe_run(data: ProbeData, base: dict, method: dict, sets, steps: int, every: int, seed: int, run_dir: Path,
+def probe_run(data: ProbeData, size: Path, method: str, sets, steps: int, every: int, seed: int, run_dir: Path,
               contrast: list[str]) -> tuple[dict, torch.Tensor]:
     probe = TranslationProbe(data.judge, every, data.held_out, data.names, data.reference, contrast)
     start = time.perf_counter()
     sets = [*sets, ("data.n_assistant", data.n_assistant_train)]
-    cli = fit(run_config(base, method, steps, seed, run_dir, sets), [probe])
+    cli = fit(run_args(size, method, steps, seed, run_dir, sets), run_dir, [probe])
     if not probe.rows or probe.rows[-1]["iteration"] != cli.trainer.global_step:
         probe.record(cli.model, cli.trainer.global_step)
     samples = evaluate(cli.model.g_at, sample_slices(data.held_out[0]))
@@ -324,16 +317,16 @@ def write_report(out: Path, scores: dict, results: dict[str, list[dict]], comman
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=REPO / "configs" / "bench" / "base.yaml")
-    parser.add_argument("--config-dir", type=Path, default=REPO / "configs" / "bench", help="baseline.yaml and the method's yaml")
-    parser.add_argument("--method", default="mkd", help="a yaml of --config-dir whose model has g_at")
+    parser.add_argument("--size", default="cpu", help="sizes and trainer: compare's cpu or gpu preset, or a yaml")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for every run, the judge's too (YAML value), e.g. --set data.root=CACHE")
+    parser.add_argument("--method", default="mkd", help="a compare preset (or yaml) whose model has g_at")
     parser.add_argument("--variant", action="append", help="NAME[:KEY=VALUE,...]; default: paper (no change)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--held-out", type=int, default=4, help="assistant subjects kept out of every variant's training")
     parser.add_argument("--judge-steps", type=int, default=600)
-    parser.add_argument("--lr-seg", type=float, default=None, help="segmentor LR (default: the base's)")
     parser.add_argument("--contrast", nargs="*", default=list(CT_CONTRAST), help="phantom tissue orders darker<brighter")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "translator_probe")
@@ -343,15 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    base, method = load_yaml(args.base), load_yaml(args.config_dir / f"{args.method}.yaml")
+    size = resolve_size(args.size)
+    common = parse_variant("common:" + ",".join(args.sets))[1]
     variants = [parse_variant(v) for v in (args.variant or ["paper"])]
-    lr = [("model.init_args.lr_seg", args.lr_seg)] if args.lr_seg else []
 
     command = "python -m benchmarks.translation_quality " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.report_only:
         return report_finished_runs(args.out, [name for name, _ in variants], args.seeds, command)
 
-    data = prepare(base, args.config_dir, args.held_out, args.judge_steps, args.work, args.lr_seg)
+    data = prepare(size, common, args.held_out, args.judge_steps, args.work)
     results: dict[str, list[dict]] = {}
     samples = {"assistant (held out)": sample_slices(data.held_out[0])}
     for name, sets in variants:
@@ -360,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             if path.is_file():
                 result = json.loads(path.read_text())
             else:
-                curve, fakes = probe_run(data, base, method, lr + sets, args.steps, args.every, seed,
+                curve, fakes = probe_run(data, size, args.method, common + sets, args.steps, args.every, seed,
                                          args.work / f"{name}-seed{seed}", args.contrast)
                 result = {"variant": name, "seed": seed, "sets": [list(s) for s in sets], **data.scores, **curve}
                 path.write_text(json.dumps(result, indent=1))

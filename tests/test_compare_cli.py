@@ -4,8 +4,10 @@ validation subjects only, finished runs reused."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -55,6 +57,15 @@ def test_two_methods_two_draws_tabled_recommended_and_resumed(phantom_cache, tin
     assert f"Recommended: **{chosen}**" in report
     assert f"--config {resolve_method(chosen).path}" in report and "--data.n_target=1" in report
 
+    # the committed record is finished_runs.jsonl: with the run folders gone, the same tables come from it
+    index = [json.loads(line) for line in (out / "finished_runs.jsonl").read_text().splitlines()]
+    assert sorted((r["config"], r["fold"]) for r in index) == [("joint", 0), ("joint", 1), ("recipe", 0), ("recipe", 1)]
+    import shutil
+
+    shutil.rmtree(out / "runs")
+    assert compare_main([*argv, "--report-only"]) == 0
+    assert (out / "n1" / "results.md").read_text() == table
+
     # again, with --final: every run is reused, and the recommended method's model is trained
     capsys.readouterr()
     assert compare_main([*argv, "--final"]) == 0
@@ -88,7 +99,9 @@ def test_a_staged_method_gets_the_budget_for_each_stage():
     (["--methods", "nosuch"], "unknown method 'nosuch'"),
     (["--methods", "missing.yaml"], "no such method config missing.yaml"),
     (["--n-target", "0"], "--n-target: expected positive integers or 'all'"),
-    (["--methods", "joint", "--reference", "recipe"], "--reference 'recipe' is not among --methods"),
+    (["--methods", "joint", "--reference", "recipe"], "--reference 'recipe' is none of the rows"),
+    (["--study", "nosuch"], "--study: unknown study 'nosuch'"),
+    (["--study", "table1", "--methods", "joint"], "--study and --methods"),
     (["--folds", "3"], "--folds 3"),
     (["--set", "trainer.max_steps"], "--set expects KEY=VALUE"),
     (["--size", "huge"], "--size: unknown preset 'huge'"),
@@ -107,31 +120,20 @@ def test_a_missing_cache_without_datasets_is_refused(tmp_path, capsys):
     assert f"--cache {tmp_path / 'nothing'} holds no slice cache" in capsys.readouterr().err
 
 
-def test_every_method_preset_and_the_recipe_overlay_agree():
-    """configs/recipe.yaml is the preset `recipe` plus a run name: the two must not drift apart."""
-    overlay = yaml.safe_load((REPO / "configs" / "recipe.yaml").read_text())
-    preset = yaml.safe_load((PRESETS / "methods" / "recipe.yaml").read_text())
-    assert overlay["model"] == preset["model"] and overlay["data"] == preset["data"]
+def test_every_method_preset_names_a_method_class_that_imports():
     for path in sorted((PRESETS / "methods").glob("*.yaml")):
-        stage_overrides(resolve_method(path.stem), 10)  # its class imports
+        stage_overrides(resolve_method(path.stem), 10)
 
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_method_preset_builds_with_the_cpu_size(name, phantom_cache, tmp_path):
     """The preset after the cpu size config, as `compare` runs it: jsonargparse keeps the size options the
     method's class takes and drops the others (a segmentor-only method has no generator)."""
-    import sys
-
     from mkdseg.cli import build_cli
 
     method = resolve_method(name)
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli = build_cli(["--config", str(PRESETS / "cpu.yaml"), "--config", str(method.path), f"--data.root={phantom_cache}",
-                         "--data.image_size=32", "--data.n_target=1", f"--trainer.default_root_dir={tmp_path}",
-                         *stage_overrides(method, 10)], run=False)
-    finally:
-        sys.argv = argv
+    cli = build_cli(["--config", "cpu", "--config", name, f"--data.root={phantom_cache}", "--data.image_size=32",
+                     "--data.n_target=1", f"--trainer.default_root_dir={tmp_path}", *stage_overrides(method, 10)], run=False)
     assert type(cli.model).__name__ == method.config["model"]["class_path"].rsplit(".", 1)[1]
     assert cli.trainer.max_steps == (20 if any(k in cli.model.hparams for k in ("pretrain_steps", "translation_steps")) else 10)
 
@@ -168,3 +170,161 @@ def test_the_datasets_options_of_preprocess_reach_it(tmp_path, monkeypatch):
                           ("--image-size", "64")):
         assert argv[argv.index(option) + 1] == value
     assert "--assistant-orientation" not in argv
+
+
+def test_a_study_tables_its_rows_sharing_runs_between_predictors(phantom_cache, tiny_size, tmp_path):
+    """Rows of one method and overrides share its runs (MKD's three predictors); a row's overrides are other runs;
+    the paper's column appears; the reference is the study's."""
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "title": "Tiny study", "reference": "Joint", "paper_column": "Paper (toy)",
+        "rows": [{"label": "Joint", "method": "joint", "paper": 50.0},
+                 {"label": "MKD S_syn", "method": "mkd", "predictor": "syn"},
+                 {"label": "MKD ensemble", "method": "mkd", "predictor": "ens"},
+                 {"label": "MKD w/o KD", "method": "mkd", "predictor": "ens",
+                  "set": {"model.init_args.lambda_kd_real": 0.0, "model.init_args.lambda_kd_syn": 0.0}}]}))
+    out = tmp_path / "cmp"
+    assert compare_main(["--cache", str(phantom_cache), "--study", str(study), "--n-target", "1", "--folds", "1",
+                         "--seeds", "1", "--size", str(tiny_size), "--steps", "2", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "n1" / "runs.csv").open()))
+    assert [(r["method"], r["predictor"]) for r in rows] == [("Joint", "seg"), ("MKD S_syn", "syn"),
+                                                            ("MKD ensemble", "ens"), ("MKD w/o KD", "ens")]
+    assert rows[1]["run_dir"] == rows[2]["run_dir"] != rows[3]["run_dir"]  # 3 runs for 4 rows
+    assert len(list((out / "runs").glob("*/fold0-seed0/result.json"))) == 3
+    configs = {r["method"]: yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text()) for r in rows}
+    assert configs["MKD w/o KD"]["model"]["init_args"]["lambda_kd_real"] == 0.0
+    assert configs["MKD ensemble"]["model"]["init_args"]["lambda_kd_real"] == 0.5
+    table = (out / "n1" / "results.md").read_text()
+    assert "# Tiny study: 1 labelled" in table and "Paper (toy)" in table and "vs Joint, paired" in table
+    assert "| 50.00 |" in table
+
+
+@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4", "beyond", "oracle_controls", "semi_supervised"])
+def test_every_shipped_study_names_presets_and_predictors_that_exist(name):
+    from mkdseg.compare.studies import load_study
+
+    study = load_study(name)
+    for row in study.rows:
+        method = resolve_method(row.method)  # raises for an unknown preset
+        assert row.predictor in (None, "seg", "syn", "real", "ens", "teacher"), row
+        assert yaml.safe_load(method.path.read_text())["model"]["class_path"].startswith("mkdseg.methods.")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rows: []", "non-empty list `rows`"),
+    ("rows: [{label: a}]", "rows[0]: `method` must be a non-empty string"),
+    ("rows: [{label: a, method: joint, colour: red}]", "rows[0]: unknown key(s) ['colour']"),
+    ("rows: [{label: a, method: joint}, {label: a, method: mkd}]", "row labels must differ"),
+    ("reference: b\nrows: [{label: a, method: joint}]", "reference 'b' is none of the rows' labels"),
+    ("rows: [{label: a, method: joint, set: [1]}]", "rows[0]: `set` maps dotted"),
+    ("rows: [{label: a, method: joint, paper: high}]", "rows[0]: `paper` must be a number"),
+    ("rows: [{label: a, method: joint}\n", "not valid YAML"),
+])
+def test_a_bad_study_file_names_the_file_and_the_row(text, message, tmp_path):
+    from mkdseg.compare.studies import load_study
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as error:
+        load_study(str(path))
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def _tiny(phantom_cache, tiny_size, out, *extra):
+    return ["--cache", str(phantom_cache), "--n-target", "1", "--folds", "1", "--seeds", "1", "--size", str(tiny_size),
+            "--out", str(out), *extra]
+
+
+def test_best_validation_weights_are_tested_and_the_final_ones_kept(phantom_cache, tiny_size, tmp_path):
+    """MKD (six optimizers, manual steps): the weights of the best validation are tested, the final weights' test kept."""
+    out = tmp_path / "cmp"
+    assert compare_main(_tiny(phantom_cache, tiny_size, out, "--methods", "mkd", "--steps", "6",
+                              "--set", "model.init_args.lr_seg=5.0")) == 0
+    path = next((out / "runs").glob("mkd-*/fold0-seed0/result.json"))
+    result = json.loads(path.read_text())
+    curve = result["val_curve"]
+    best = int(np.argmax(curve["ens"]))
+    assert curve["step"] == [2, 4, 6] and set(curve) == {"step", "syn", "real", "ens"}
+    assert result["tested_weights"] == "best validation"
+    assert result["best_val_dice"] == pytest.approx(max(curve["ens"]), rel=1e-5)
+    assert result["best_checkpoint"] == f"best-step={curve['step'][best]}.ckpt"
+    # lr_seg 5 makes these 6 steps erratic, so that the best validation is not the last one and the two tests differ
+    assert curve["step"][best] != curve["step"][-1]
+    assert result["dice"]["ens"]["mean"] != pytest.approx(result["dice_last"]["ens"]["mean"], rel=1e-6)
+    row = next(csv.DictReader((out / "n1" / "runs.csv").open()))
+    assert row["val_step"] == str(curve["step"][best])  # what the recommendation sees: the tested weights
+    assert float(row["val_dice"]) == pytest.approx(curve["ens"][best], rel=1e-5)
+    assert float(row["mean_dice_last"]) == pytest.approx(result["dice_last"]["ens"]["mean"], rel=1e-5)
+
+
+def test_parallel_jobs_give_the_same_results_as_one_process_and_a_failure_stops_no_other(phantom_cache, tiny_size,
+                                                                                         tmp_path):
+    broken = tmp_path / "broken.yaml"  # seg_strides too few for the channel levels: the U-Net refuses to build
+    broken.write_text(yaml.safe_dump({"model": {"class_path": "mkdseg.methods.JointTraining",
+                                                "init_args": {"seg_strides": [2]}}}))
+    common = ["--steps", "2", "--threads", "1", "--methods", "baseline", "joint", str(broken)]
+    assert compare_main(_tiny(phantom_cache, tiny_size, tmp_path / "p", *common, "--jobs", "2")) == 1
+    assert compare_main(_tiny(phantom_cache, tiny_size, tmp_path / "s", *common)) == 1
+
+    def results(out):
+        return {p.parent.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/fold0-seed0/result.json")}
+
+    parallel, serial = results(tmp_path / "p"), results(tmp_path / "s")
+    assert sorted(parallel) == sorted(serial) and len(parallel) == 2
+    for key, result in parallel.items():
+        assert result["torch_threads"] == 1 and result["global_step"] == 2
+        assert result["dice"] == serial[key]["dice"]  # same seed, same thread count: the same numbers
+    error = next((tmp_path / "p" / "runs").glob("broken-*/fold0-seed0/error.txt")).read_text()
+    assert "Traceback" in error
+    assert "| baseline |" in (tmp_path / "p" / "n1" / "results.md").read_text()
+
+
+def test_an_unfinished_run_is_redone(phantom_cache, tiny_size, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(spec):
+        calls.append(spec.name)
+        if spec.name == "baseline" and len(calls) == 1:
+            spec.dir.mkdir(parents=True)  # a run stopped half-way: a folder without result.json
+            raise RuntimeError("stopped")
+        spec.dir.mkdir(parents=True, exist_ok=True)
+        result = {"config": spec.name, "key": spec.key, "fold": 0, "seed": 0, "primary_predictor": "seg",
+                  "global_step": 2, "fit_s": 0.0, "dice": {"seg": {"mean": 0.5}}, "val_dice": {"seg": {"mean": 0.5}}}
+        spec.result_path.write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr("mkdseg.compare.runs.run_one", fake_run)
+    argv = _tiny(phantom_cache, tiny_size, tmp_path / "cmp", "--methods", "baseline", "joint")
+    assert compare_main(argv) == 1 and calls == ["baseline", "joint"]
+    assert compare_main(argv) == 0 and calls[2:] == ["baseline"]  # only the unfinished run again
+
+
+def test_comparing_without_validation_subjects_is_refused_by_name(phantom_cache, tiny_size, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare_main(_tiny(phantom_cache, tiny_size, tmp_path / "cmp", "--methods", "baseline", "--steps", "2",
+                           "--set", "data.n_val=0"))
+    assert exit_info.value.code == 2 and "data.n_val must be > 0" in capsys.readouterr().err
+
+
+def test_paired_difference_matches_draws_by_fold_and_seed():
+    from mkdseg.compare.tables import paired_difference
+
+    def run(fold, seed, mean, predictor="seg"):
+        return {"fold": fold, "seed": seed, "dice": {predictor: {"mean": mean}}}
+
+    baseline = [run(0, 0, 0.40), run(0, 1, 0.50), run(1, 0, 0.30)]
+    method = [run(0, 1, 0.55, "ens"), run(0, 0, 0.38, "ens"), run(1, 0, 0.45, "ens"), run(1, 1, 0.90, "ens")]
+    mean, better, compared = paired_difference(method, "ens", baseline, "seg")
+    # (1,1) has no baseline draw and is left out; the others pair by (fold, seed), not by position
+    assert compared == 3 and better == 2
+    assert mean == pytest.approx((0.05 - 0.02 + 0.15) / 3)
+    assert paired_difference(method, "ens", [], "seg") is None
+
+
+def test_a_corrupt_run_index_names_its_line(tmp_path):
+    from mkdseg.compare.runs import RunIndex
+
+    path = tmp_path / "finished_runs.jsonl"
+    path.write_text('{"key": "joint-1", "fold": 0, "seed": 0}\n{"key": "joint-1"\n')
+    with pytest.raises(ValueError, match=f"{path}:2: not a finished run"):
+        RunIndex(path)

@@ -115,11 +115,11 @@ def test_demo_config_keeps_the_best_validation_checkpoint_of_any_method(tmp_path
 
 
 def test_recipe_overlay_trains_the_recommended_recipe_on_the_few_label_split(tmp_path, phantom_root):
-    """configs/recipe.yaml after configs/demo.yaml: the mean teacher, GIN on the assistant, the unlabelled
-    target subjects; a short fit runs on the phantom with fewer labelled subjects than the fold has."""
+    """The `recipe` preset, named as `--config recipe`, after configs/demo.yaml: the mean teacher, GIN on the assistant,
+    the unlabelled target subjects; a short fit runs on the phantom with fewer labelled subjects than the fold has."""
     from mkdseg.methods import MeanTeacher
 
-    cli = build_cli(["--config", str(REPO / "configs/demo.yaml"), "--config", str(REPO / "configs/recipe.yaml"),
+    cli = build_cli(["--config", str(REPO / "configs/demo.yaml"), "--config", "recipe", "--trainer.logger.init_args.name=recipe",
                      f"--trainer.default_root_dir={tmp_path}", f"--data.root={phantom_root}", "--data.image_size=32",
                      "--data.phantom_subjects=4", "--data.phantom_slices=8", "--data.n_val=0", "--data.n_target=1",
                      "--data.batch_size=2", "--data.samples_per_epoch=4", "--model.seg_channels=[4, 8, 16]",

@@ -8,10 +8,10 @@ best checkpoint, in one process, with the timing and the paths of what it wrote.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
+from pathlib import Path
 
-from mkdseg.cli import build_cli
+from mkdseg.training import fit_and_test
 from mkdseg.metrics import format_table
 
 
@@ -19,16 +19,13 @@ def train_and_test(configs: list[str], run_dir: str, overrides: list[str]) -> di
     """Fit, test the best checkpoint, print the Dice table; ``{"name", "dice", "seconds", "log_dir"}``."""
     start = time.perf_counter()
     args = [arg for config in configs for arg in ("--config", config)]
-    sys.argv = sys.argv[:1]  # the CLI gets its arguments from us, not from our own command line
-    cli = build_cli([*args, f"--trainer.default_root_dir={run_dir}", *overrides], run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    fit_seconds = time.perf_counter() - start
-    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else None
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    fitted = fit_and_test([*args, f"--trainer.default_root_dir={run_dir}", *overrides])
+    cli, fit_seconds = fitted.cli, fitted.fit_s
+    best = fitted.best.best_model_path if fitted.best is not None else None
     total = time.perf_counter() - start
     log_dir = cli.trainer.log_dir
     name = type(cli.model).__name__
-    dice = cli.model.evaluation_summary("test")["dice"]
+    dice = fitted.test["dice"]
     print("\n" + "=" * 78)
     print(f"{name} ({' + '.join(configs)}), trained on {cli.datamodule.described_training()}")
     print(f"Dice (%) per structure on the held-out phantom {cli.datamodule.hparams.target.upper()} volumes "
@@ -46,14 +43,16 @@ def train_and_test(configs: list[str], run_dir: str, overrides: list[str]) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mkdseg.demo", description=__doc__)
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--recipe", help="an overlay of --config (e.g. configs/recipe.yaml) trained and tested next")
+    parser.add_argument("--recipe", help="an overlay of --config (a method preset such as recipe, or a yaml) trained and tested next")
     parser.add_argument("--run-dir", default="runs/demo", help="where logs, checkpoints and figures go")
     parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_steps=100")
     args, extra = parser.parse_known_args(argv)
     overrides = [*args.overrides, *extra]
     runs = [train_and_test([args.config], args.run_dir, overrides)]
     if args.recipe:
-        runs.append(train_and_test([args.config, args.recipe], args.run_dir, overrides))
+        # the recipe's run folder carries the overlay's name (runs/demo/recipe), not its method class's
+        name = Path(args.recipe).stem
+        runs.append(train_and_test([args.config, args.recipe], args.run_dir, [f"--trainer.logger.init_args.name={name}", *overrides]))
         print("\n" + "=" * 78 + "\nMean Dice (%) of each run's test-time predictor, same data, same held-out volumes:")
         for run in runs:
             mean = run["dice"]

@@ -2,6 +2,10 @@
 
     mkdseg compare --target CT_DATASET --assistant MR_DATASET --n-target 2 --out compare_ct
     mkdseg compare --cache CACHE --methods joint recipe --folds 2 --seeds 2 --jobs 2 --out compare_ct
+    mkdseg compare --study table1 --target MMWHS_CT --assistant MMWHS_MR --size gpu --out table1
+
+``--study`` tables the rows of a study yaml (a shipped one: the paper's Tables 1-4, ``beyond``, ...; see
+:mod:`mkdseg.compare.studies`) instead of one row per ``--methods`` entry.
 
 Trains every method on every draw (fold x seed) of each label count, testing the weights of each run's best
 validation on the held-out fold, and writes per label count ``n<N>/results.md`` (per structure and mean,
@@ -16,7 +20,6 @@ import argparse
 import csv
 import importlib
 import inspect
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -25,10 +28,13 @@ from pathlib import Path
 import yaml
 
 from mkdseg.compare.recommend import recommend
-from mkdseg.compare.runs import RunSpec, best_checkpoint, curve_cell, machine_description, tested_validation, train
+from mkdseg.compare.runs import RunIndex, RunSpec, curve_cell, machine_description, tested_validation, train
+from mkdseg.compare.studies import Study, StudyRow, load_study, method_rows, study_names
 from mkdseg.compare.tables import aggregate, bar_chart, markdown_table, structures_of
+from mkdseg.presets import METHODS, PRESETS, SIZES, method_names
 
-PRESETS = Path(__file__).parent / "presets"
+__all__ = ["PRESETS", "compare_main", "preset_names", "resolve_method", "resolve_size", "stage_overrides"]
+
 DEFAULT_METHODS = ("baseline", "joint", "joint_gin", "recipe")
 #: a method's first stage (FineTune's pre-training): given the iteration budget N too, unless its yaml sets it
 STAGE_KEYS = ("pretrain_steps", "translation_steps")
@@ -49,14 +55,14 @@ class Method:
 
 
 @dataclass(frozen=True)
-class Row:  # a table row: one method's primary predictor
+class Row:  # a table row with its predictor resolved (a study row may leave it to the method's primary one)
     label: str
     predictor: str
     paper: float | None = None
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in (PRESETS / "methods").glob("*.yaml"))
+    return method_names()
 
 
 def resolve_method(name: str) -> Method:
@@ -66,7 +72,7 @@ def resolve_method(name: str) -> Method:
         if not path.is_file():
             raise FileNotFoundError(f"--methods: no such method config {path}")
         return Method(path.stem, path.resolve())
-    preset = PRESETS / "methods" / f"{name}.yaml"
+    preset = METHODS / f"{name}.yaml"
     if not preset.is_file():
         raise ValueError(f"--methods: unknown method {name!r}; presets: {', '.join(preset_names())}, or a .yaml file")
     return Method(name, preset)
@@ -90,7 +96,7 @@ def resolve_size(name: str) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"--size: no such config {path}")
         return path.resolve()
-    preset = PRESETS / f"{name}.yaml"
+    preset = SIZES / f"{name}.yaml"
     if not preset.is_file():
         raise ValueError(f"--size: unknown preset {name!r}; choose cpu, gpu or a .yaml file")
     return preset
@@ -127,9 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         data.add_argument(f"--{role}-orientation", metavar="AXCODES",
                           help=f"the {role} arrays' true orientation (e.g. LAS) when the dataset's headers are wrong")
     p.add_argument("--out", type=Path, default=Path("compare"), help="runs, tables and the recommendation (default ./compare)")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help=f"preset names or method yamls (default: {' '.join(DEFAULT_METHODS)}); presets: {', '.join(preset_names())}")
-    p.add_argument("--reference", help="the method every other is paired against (default: baseline if compared, else the first)")
+    p.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help=f"preset names or method yamls, one row each (default: {' '.join(DEFAULT_METHODS)}); presets: "
+                        f"{', '.join(preset_names())}")
+    p.add_argument("--study", metavar="STUDY", help=f"the rows of a study instead: a shipped one ({', '.join(study_names())}) "
+                                                    "or a study yaml (see mkdseg.compare.studies)")
+    p.add_argument("--reference", help="the row every other is paired against (default: the study's, else baseline if "
+                                       "compared, else the first)")
     p.add_argument("--n-target", nargs="+", default=["all"], metavar="N",
                    help="labelled target subjects per training fold, one table each (default: all of the fold's)")
     p.add_argument("--folds", type=int, default=2, help="draws: folds 0..F-1 (at most data.n_folds)")
@@ -218,11 +228,14 @@ def _compare(args, argv: list[str]) -> int:
         raise ValueError("--jobs, --folds and --seeds must be >= 1")
     size = resolve_size(args.size)
     size_config = yaml.safe_load(size.read_text()) or {}
-    methods = [resolve_method(m) for m in dict.fromkeys(args.methods)]
-    names = [m.name for m in methods]
-    reference = args.reference or ("baseline" if "baseline" in names else names[0])
-    if reference not in names:
-        raise ValueError(f"--reference {reference!r} is not among --methods {names}")
+    if args.study and args.methods:
+        raise ValueError("--study and --methods: a study names its methods; give one of the two")
+    study = load_study(args.study) if args.study else method_rows(list(dict.fromkeys(args.methods or DEFAULT_METHODS)))
+    methods = {name: resolve_method(name) for name in dict.fromkeys(row.method for row in study.rows)}
+    labels = [row.label for row in study.rows]
+    reference = args.reference or study.reference or ("baseline" if "baseline" in labels else labels[0])
+    if reference not in labels:
+        raise ValueError(f"--reference {reference!r} is none of the rows {labels}")
     counts = _label_counts(args.n_target)
     n_folds = (size_config.get("data") or {}).get("n_folds", 2)
     if args.folds > n_folds:
@@ -234,21 +247,23 @@ def _compare(args, argv: list[str]) -> int:
     common = [f"--data.root={cache}", *validation_overrides(size_config, budget), *_overrides(args.sets)]
     runs_dir = (args.out / "runs").resolve()
 
-    plan: dict[int | None, dict[str, list[RunSpec]]] = {}
+    plan: dict[int | None, dict[tuple, list[RunSpec]]] = {}  # label count -> a study row group -> its runs
     for n in counts:
         plan[n] = {}
-        for method in methods:
+        for group in study.groups:
+            method, row_overrides = methods[group[0]], group[1]
             if n is None and method.needs_unlabelled_target:
                 print(f"{method.name}: skipped at n_target=all (it learns from the unlabelled target subjects beyond "
                       "n_target; give --n-target below a fold's labelled subject count)", flush=True)
                 continue
-            overrides = (*common, *stage_overrides(method, budget), f"--data.n_target={'null' if n is None else n}")
-            plan[n][method.name] = [RunSpec(method.name, (size, method.path), overrides, fold, seed, runs_dir,
-                                            budget) for fold in range(args.folds) for seed in range(args.seeds)]
+            overrides = (*common, *row_overrides, *stage_overrides(method, budget), f"--data.n_target={'null' if n is None else n}")
+            plan[n][group] = [RunSpec(method.name, (size, method.path), overrides, fold, seed, runs_dir,
+                                      budget) for fold in range(args.folds) for seed in range(args.seeds)]
 
     all_specs = [s for per_method in plan.values() for specs in per_method.values() for s in specs]
+    index = RunIndex(args.out / "finished_runs.jsonl", all_specs)
     pending = [(f"[{i}/{len(all_specs)}] {s.key} fold {s.fold} seed {s.seed}", s)
-               for i, s in enumerate(all_specs, 1) if not s.result_path.exists()]
+               for i, s in enumerate(all_specs, 1) if index.get(s) is None]
     print(f"{len(all_specs)} run(s): {len(all_specs) - len(pending)} finished before, {len(pending)} to train", flush=True)
     failed = 0
     if not args.report_only:
@@ -257,28 +272,31 @@ def _compare(args, argv: list[str]) -> int:
                 failed += 1
                 print(f"{tag}: FAILED, see {spec.dir / 'error.txt'}\n{result['error']}", flush=True)
             else:
+                index.add(spec, result)
                 primary = result["primary_predictor"]
                 print(f"{tag}: {result['fit_s'] / 60:.1f} min, validation-picked weights' test Dice "
                       f"{100 * result['dice'][primary]['mean']:.2f}", flush=True)
 
     lines = [f"# mkdseg compare: {args.out}", ""]
     final_choice = None
-    for n, per_method in plan.items():
-        results = {m: [json.loads(s.result_path.read_text()) for s in specs if s.result_path.exists()]
-                   for m, specs in per_method.items()}
-        results = {m: r for m, r in results.items() if r}
-        if not results:
+    for n, per_group in plan.items():
+        by_group = {g: [index.get(s) for s in specs if index.get(s) is not None] for g, specs in per_group.items()}
+        rows = {row: by_group[row.group] for row in study.rows if by_group.get(row.group)}
+        if not rows:
             continue
         tag = "all" if n is None else str(n)
         note = score_note(cache)
-        table = write_tables(args.out / f"n{tag}", results, reference, per_method, tag, note)
-        choice = recommend(results)
-        final_choice = (n, choice)
+        table = write_tables(args.out / f"n{tag}", study, rows, reference, per_group, tag, note)
+        predictors = {row.label: entry["row"].predictor for row, entry in zip(rows, table)}
+        choice = recommend({row.label: runs for row, runs in rows.items()}, predictors)
+        chosen = next(row for row in rows if row.label == choice.method)
+        final_choice = (n, chosen)
         lines += [f"## {tag} labelled target subject(s) per training fold", "", note, "",
-                  markdown_table(table, False, reference, with_time=True), "",
+                  markdown_table(table, any(row.paper is not None for row in rows), reference, with_time=True,
+                                 paper_column=study.paper_column), "",
                   f"Recommended: **{choice.method}** (validation Dice {100 * choice.val_dice:.2f}, mean over "
                   f"{choice.draws} draw(s) of the validation subjects of the training fold; test subjects choose nothing)", "",
-                  "Train it: `" + final_command(size, resolve_method_by_name(methods, choice.method), cache, n, args, budget) + "`", ""]
+                  "Train it: `" + final_command(size, methods[chosen.method], chosen.overrides, cache, n, args, budget) + "`", ""]
     lines += [f"Dice (%) on each held-out target fold, mean ± std over {args.folds} fold(s) × {args.seeds} seed(s); "
               f"paired: mean of (method − {reference}) on the same fold and seed, and in how many draws it was higher; "
               "min/run: training minutes per run.", "",
@@ -290,59 +308,69 @@ def _compare(args, argv: list[str]) -> int:
     (args.out / "recommendation.md").write_text(report)
     print("\n" + report, flush=True)
     if args.final and final_choice is not None:
-        n, choice = final_choice
-        return train_final(size, resolve_method_by_name(methods, choice.method), cache, n, args, budget) or (1 if failed else 0)
+        n, row = final_choice
+        failed_final = train_final(size, methods[row.method], row.overrides, cache, n, args, budget)
+        return failed_final or (1 if failed else 0)
     return 1 if failed else 0
 
 
-def resolve_method_by_name(methods: list[Method], name: str) -> Method:
-    return next(m for m in methods if m.name == name)
-
-
-def final_args(size: Path, method: Method, cache: Path, n: int | None, args, budget: int) -> list[str]:
-    """The recommended method's ``mkdseg fit`` arguments: fold 0's training subjects (its held-out fold stays
+def final_args(size: Path, method: Method, overrides: tuple[str, ...], cache: Path, n: int | None, args,
+               budget: int) -> list[str]:
+    """The recommended row's ``mkdseg fit`` arguments: fold 0's training subjects (its held-out fold stays
     for ``mkdseg test``), validation picking the weights as in the comparison, into ``OUT/final/<method>``."""
     return ["--config", str(size), "--config", str(method.path), f"--data.root={cache}",
             f"--data.n_target={'null' if n is None else n}", *stage_overrides(method, budget),
-            *validation_overrides(yaml.safe_load(size.read_text()) or {}, budget), *_overrides(args.sets),
+            *validation_overrides(yaml.safe_load(size.read_text()) or {}, budget), *_overrides(args.sets), *overrides,
             f"--trainer.default_root_dir={(args.out / 'final' / method.name).resolve()}"]
 
 
-def final_command(size: Path, method: Method, cache: Path, n: int | None, args, budget: int) -> str:
-    return "mkdseg fit " + " ".join(final_args(size, method, cache, n, args, budget))
+def final_command(size: Path, method: Method, overrides: tuple[str, ...], cache: Path, n: int | None, args,
+                  budget: int) -> str:
+    return "mkdseg fit " + " ".join(final_args(size, method, overrides, cache, n, args, budget))
 
 
-def train_final(size: Path, method: Method, cache: Path, n: int | None, args, budget: int) -> int:
-    from mkdseg.cli import build_cli
+def train_final(size: Path, method: Method, overrides: tuple[str, ...], cache: Path, n: int | None, args,
+                budget: int) -> int:
+    from mkdseg.training import fit_and_test
 
-    print(f"training the final {method.name} model: {final_command(size, method, cache, n, args, budget)}", flush=True)
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli = build_cli(["fit", *final_args(size, method, cache, n, args, budget)])
-    finally:
-        sys.argv = argv
-    best = best_checkpoint(cli.trainer)
-    ckpt = best.best_model_path if best is not None else cli.trainer.checkpoint_callback.last_model_path
+    command = final_command(size, method, overrides, cache, n, args, budget)
+    print(f"training the final {method.name} model: {command}", flush=True)
+    fitted = fit_and_test(final_args(size, method, overrides, cache, n, args, budget), test=False)
+    best = fitted.best
+    ckpt = best.best_model_path if best is not None else fitted.cli.trainer.checkpoint_callback.last_model_path
     print(f"the {method.name} model ({'best validation' if best is not None else 'final'} weights): {ckpt}\n"
           f"segment scans with it: mkdseg segment --ckpt {ckpt} -i SCANS -o LABELS", flush=True)
     return 0
 
 
-def write_tables(out: Path, results: dict[str, list[dict]], reference: str, plan: dict[str, list[RunSpec]], tag: str,
-                 note: str) -> list[dict]:
-    """``results.md``, ``runs.csv`` and ``dice.png`` of one label count."""
-    rows = {m: Row(m, runs[0]["primary_predictor"]) for m, runs in results.items()}
-    table = aggregate(list(rows.values()), {rows[m]: runs for m, runs in results.items()}, reference)
+def resolved_rows(results: dict[StudyRow, list[dict]]) -> dict[StudyRow, Row]:
+    """Each study row as a table row: its predictor, or its runs' primary one; a predictor the method lacks is an error."""
+    out = {}
+    for row, runs in results.items():
+        predictor = row.predictor or runs[0]["primary_predictor"]
+        if predictor not in runs[0]["dice"]:
+            raise ValueError(f"row {row.label!r}: method {row.method} has no predictor {predictor!r}; it has "
+                             f"{sorted(runs[0]['dice'])}")
+        out[row] = Row(row.label, predictor, row.paper)
+    return out
+
+
+def write_tables(out: Path, study: Study, results: dict[StudyRow, list[dict]], reference: str,
+                 plan: dict[tuple, list[RunSpec]], tag: str, note: str) -> list[dict]:
+    """``results.md``, ``runs.csv`` and ``dice.png`` of one label count: one table row per study row."""
+    rows = resolved_rows(results)
+    table = aggregate(list(rows.values()), {rows[r]: runs for r, runs in results.items()}, reference)
     out.mkdir(parents=True, exist_ok=True)
     structures = structures_of(results)
     fields = ["method", "fold", "seed", "predictor", "mean_dice", *structures, "val_dice", "val_step", "val_curve",
               "mean_dice_last", "global_step", "fit_s", "training_images", "run_dir"]
-    dirs = {(s.name, s.fold, s.seed): s.dir for specs in plan.values() for s in specs}
+    dirs = {(group, s.fold, s.seed): s.dir for group, specs in plan.items() for s in specs}
+    with_paper = any(row.paper is not None for row in rows.values())
     with (out / "runs.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        for method, runs in results.items():
-            p = rows[method].predictor
+        for study_row, runs in results.items():
+            method, p = rows[study_row].label, rows[study_row].predictor
             for r in runs:
                 dice = r["dice"].get(p, {})
                 writer.writerow({"method": method, "fold": r["fold"], "seed": r["seed"], "predictor": p,
@@ -350,8 +378,12 @@ def write_tables(out: Path, results: dict[str, list[dict]], reference: str, plan
                                  **tested_validation(r, p), "val_curve": curve_cell(r.get("val_curve", {}), p),
                                  "mean_dice_last": r.get("dice_last", {}).get(p, {}).get("mean"),
                                  "global_step": r["global_step"], "fit_s": r["fit_s"],
-                                 "training_images": r.get("training_images", ""), "run_dir": dirs.get((method, r["fold"], r["seed"]), "")})
-    (out / "results.md").write_text(f"# {tag} labelled target subject(s) per training fold\n\n{note}\n\n"
-                                    + markdown_table(table, False, reference, with_time=True) + "\n")
-    bar_chart(table, f"{tag} labelled target subject(s): mean Dice over draws", out / "dice.png")
+                                 "training_images": r.get("training_images", ""),
+                                 "run_dir": dirs.get((study_row.group, r["fold"], r["seed"]), "")})
+    title = f"{study.title}: " if study.title else ""
+    (out / "results.md").write_text(f"# {title}{tag} labelled target subject(s) per training fold\n\n{note}\n\n"
+                                    + markdown_table(table, with_paper, reference, with_time=True,
+                                                     paper_column=study.paper_column) + "\n")
+    bar_chart(table, f"{title}{tag} labelled target subject(s): mean Dice over draws", out / "dice.png",
+              paper_label=study.paper_column)
     return table

@@ -14,22 +14,23 @@ class Choice:
     draws: int
 
 
-def validation_scores(results: dict[str, list[dict]]) -> dict[str, tuple[float, int]]:
-    """``{method: (mean validation Dice over its runs, runs)}`` of each method's primary predictor, on the
-    validation subjects that picked the weights it tested; methods without a validation are left out."""
+def validation_scores(results: dict[str, list[dict]], predictors: dict[str, str] | None = None) -> dict[str, tuple[float, int]]:
+    """``{method: (mean validation Dice over its runs, runs)}`` of each method's predictor (``predictors``, else its
+    primary one), on the validation subjects that picked the weights it tested; methods without a validation are
+    left out."""
     scores = {}
     for method, runs in results.items():
-        values = [tested_validation(r, r["primary_predictor"])["val_dice"] for r in runs]
+        values = [tested_validation(r, (predictors or {}).get(method, r["primary_predictor"]))["val_dice"] for r in runs]
         values = [v for v in values if v is not None]
         if values:
             scores[method] = (sum(values) / len(values), len(values))
     return scores
 
 
-def recommend(results: dict[str, list[dict]]) -> Choice:
+def recommend(results: dict[str, list[dict]], predictors: dict[str, str] | None = None) -> Choice:
     """The method with the best mean validation Dice; only methods with as many finished draws as the most
     complete one compete (a method that failed on a draw is not compared on fewer, easier draws)."""
-    scores = validation_scores(results)
+    scores = validation_scores(results, predictors)
     if not scores:
         raise ValueError("no run has a validation Dice to choose on (data.n_val must be > 0)")
     most = max(n for _, n in scores.values())

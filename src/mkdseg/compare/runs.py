@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -24,29 +23,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-#: the callback that keeps the weights of the best validation of a fit (``val/dice``: the primary predictor's)
-BEST_CHECKPOINT = {
-    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-    "init_args": {"monitor": "val/dice", "mode": "max", "save_top_k": 1, "filename": "best-{step}"},
-}
-
-
-class RunFolder:
-    """Where a run lives: ``<runs_dir>/<key>/fold<f>-seed<s>``, finished once ``result.json`` is there.
-    Subclasses give ``runs_dir``, ``key``, ``fold`` and ``seed``."""
-
-    @property
-    def dir(self) -> Path:
-        return self.runs_dir / self.key / f"fold{self.fold}-seed{self.seed}"
-
-    @property
-    def result_path(self) -> Path:
-        return self.dir / "result.json"
-
-
 @dataclass(frozen=True)
-class RunSpec(RunFolder):
-    """A run: ``name`` (the method's), its configs and overrides, the draw (fold, seed) and where runs live.
+class RunSpec:
+    """A run: ``name`` (the method's), its configs and overrides, the draw (fold, seed) and where runs live:
+    ``<runs_dir>/<key>/fold<f>-seed<s>``, finished once its ``result.json`` is there.
 
     Its key is ``<name>-<hash of the configs' text and the overrides>``."""
 
@@ -65,6 +45,14 @@ class RunSpec(RunFolder):
         text = [Path(c).read_text() for c in self.configs] + sorted(self.overrides)
         return f"{self.name}-{hashlib.sha1(json.dumps(text).encode()).hexdigest()[:8]}"
 
+    @property
+    def dir(self) -> Path:
+        return self.runs_dir / self.key / f"fold{self.fold}-seed{self.seed}"
+
+    @property
+    def result_path(self) -> Path:
+        return self.dir / "result.json"
+
     def cli_args(self) -> list[str]:
         args = [a for c in self.configs for a in ("--config", str(c))]
         return [*args, *self.overrides, f"--seed_everything={self.seed}", f"--data.fold={self.fold}",
@@ -72,41 +60,61 @@ class RunSpec(RunFolder):
                 "--trainer.logger.init_args.name=logs"]
 
 
-def run_one(spec) -> dict:
-    """Fit and test one run in this process; write and return its ``result.json``.
+class RunIndex:
+    """Every finished run of a comparison, one ``result.json`` per line of ``OUT/finished_runs.jsonl``: the compact
+    record a study keeps (and commits) when its run folders (checkpoints, logs) are gone. A run is finished when its
+    folder holds ``result.json`` or the index holds its (key, fold, seed); finished folders are indexed on load."""
 
-    ``spec`` has ``name``, ``key``, ``fold``, ``seed``, ``dir``, ``result_path`` and ``cli_args()`` (which may
-    write the run's ``config.yaml`` itself; otherwise the merged config is written there)."""
+    def __init__(self, path: Path, specs: list[RunSpec] = ()):
+        self.path = path
+        self.results: dict[tuple[str, int, int], dict] = {}
+        if path.is_file():
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    result = json.loads(line)
+                    self.results[(result["key"], int(result["fold"]), int(result["seed"]))] = result
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                    raise ValueError(f"{path}:{number}: not a finished run's result ({e})") from e
+        on_disk = [s for s in specs if self._id(s) not in self.results and s.result_path.is_file()]
+        for spec in on_disk:
+            self.results[self._id(spec)] = json.loads(spec.result_path.read_text())
+        if on_disk:
+            self.save()
+
+    @staticmethod
+    def _id(spec: RunSpec) -> tuple[str, int, int]:
+        return spec.key, spec.fold, spec.seed
+
+    def get(self, spec: RunSpec) -> dict | None:
+        return self.results.get(self._id(spec))
+
+    def add(self, spec: RunSpec, result: dict) -> None:
+        self.results[self._id(spec)] = result
+        self.save()
+
+    def save(self) -> None:
+        from mkdseg.io import atomic_write_text
+
+        lines = (json.dumps(r, allow_nan=True, separators=(",", ":")) for _, r in sorted(self.results.items()))
+        atomic_write_text(self.path, "".join(line + "\n" for line in lines))
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Fit and test one run in this process; write and return its ``result.json``."""
     from mkdseg.callbacks import MetricHistory
-    from mkdseg.cli import build_cli
     from mkdseg.io import atomic_write_text
+    from mkdseg.training import fit_and_test
 
     if spec.dir.exists():  # an unfinished earlier attempt
         shutil.rmtree(spec.dir)
     spec.dir.mkdir(parents=True)
     start = time.perf_counter()
-    args = spec.cli_args()
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns about command-line arguments beside `args`
-    try:
-        cli = build_cli(args, run=False)
-    finally:
-        sys.argv = argv
-    if not (spec.dir / "config.yaml").exists():
-        atomic_write_text(spec.dir / "config.yaml", cli.parser.dump(cli.config, skip_none=False))
     history = MetricHistory(str(spec.dir / "logs" / "val_history.json"))  # result.json keeps it as val_curve
-    cli.trainer.callbacks.append(history)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    fit_s = time.perf_counter() - start
-    best = best_checkpoint(cli.trainer)
     # a comparison tables Dice only: surface distances of whole scans would be most of a run's test time (and of a
     # barely trained smoke run's, whose scattered voxels make every surface large), recorded nowhere
-    cli.model.assd_in_test = False
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)  # the final weights
-    summary = cli.model.evaluation_summary("test")
-    if best is not None:  # the final weights' Dice stays in the record as dice_last
-        last_dice = dice_means(summary["dice"])
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best.best_model_path, verbose=False)
-        summary = cli.model.evaluation_summary("test")
+    fitted = fit_and_test(spec.cli_args(), callbacks=[history], surface_distances=False,
+                          config_out=spec.dir / "config.yaml")
+    cli, best = fitted.cli, fitted.best
     result = {
         "config": spec.name,
         "key": spec.key,
@@ -115,15 +123,15 @@ def run_one(spec) -> dict:
         "seed": spec.seed,
         "primary_predictor": cli.model.primary_predictor,
         "global_step": cli.trainer.global_step,
-        "fit_s": round(fit_s, 1),
+        "fit_s": round(fitted.fit_s, 1),
         "total_s": round(time.perf_counter() - start, 1),
         "test_volumes": len(cli.datamodule.test_records),
         "training_images": cli.datamodule.described_training(),  # which images the method saw
-        "dice": dice_means(summary["dice"]),
+        "dice": dice_means(fitted.test["dice"]),
         "torch_threads": torch_threads(),
     }
     if best is not None:
-        result.update(dice_last=last_dice, tested_weights="best validation",
+        result.update(dice_last=dice_means(fitted.test_last["dice"]), tested_weights="best validation",
                       best_val_dice=float(best.best_model_score), best_checkpoint=Path(best.best_model_path).name)
     try:  # the last validation of the fit: what choosing among runs may look at (test subjects never are)
         validation = cli.model.evaluation_summary("val")
@@ -133,19 +141,6 @@ def run_one(spec) -> dict:
         pass  # no validation ran within max_steps
     atomic_write_text(spec.result_path, json.dumps(result, indent=1, allow_nan=True))
     return result
-
-
-def best_checkpoint(trainer):
-    """The fit's best-validation ``ModelCheckpoint`` (monitoring ``val/dice``) if it has one, else ``None``."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    for callback in trainer.callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor == BEST_CHECKPOINT["init_args"]["monitor"]:
-            if not callback.best_model_path:
-                raise RuntimeError("best-validation weights: no validation ran within trainer.max_steps (is data.n_val 0, "
-                                   "or trainer.val_check_interval past max_steps?), so there are no best weights to test")
-            return callback
-    return None
 
 
 def validation_curve(history: dict[str, list[float]], predictors: list[str]) -> dict[str, list[float]]:

@@ -70,11 +70,12 @@ def _cell(stat: tuple[float, float, int]) -> str:
     return "n/a" if n == 0 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
-def markdown_table(table: list[dict], with_paper: bool, reference: str = "baseline", with_time: bool = False) -> str:
+def markdown_table(table: list[dict], with_paper: bool, reference: str = "baseline", with_time: bool = False,
+                   paper_column: str = "Paper") -> str:
     structures = table_structures(table)
     with_paired = any(entry.get("paired") for entry in table)
     header = (["Method", "Mean Dice"] + ([f"vs {reference}, paired"] if with_paired else []) + structures
-              + (["Paper (MM-WHS CT)"] if with_paper else []) + (["min/run"] if with_time else []) + ["runs"])
+              + ([paper_column] if with_paper else []) + (["min/run"] if with_time else []) + ["runs"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in table:
         row = entry["row"]
@@ -93,7 +94,7 @@ def markdown_table(table: list[dict], with_paper: bool, reference: str = "baseli
     return "\n".join(lines)
 
 
-def bar_chart(table: list[dict], title: str, path: Path) -> None:
+def bar_chart(table: list[dict], title: str, path: Path, paper_label: str = "paper") -> None:
     """Mean Dice per row (with the paper's, where a row has one) beside a per-structure heat map."""
     import matplotlib
 
@@ -111,7 +112,7 @@ def bar_chart(table: list[dict], title: str, path: Path) -> None:
     ax.barh(y, np.nan_to_num(means), xerr=np.nan_to_num(stds), color="#4c72b0", capsize=3, label="this run (mean ± std)")
     paper = [(i, e["row"].paper) for i, e in enumerate(table) if e["row"].paper is not None]
     if paper:
-        ax.scatter([p for _, p in paper], [i for i, _ in paper], marker="D", color="#c44e52", zorder=3, label="paper (MM-WHS CT)")
+        ax.scatter([p for _, p in paper], [i for i, _ in paper], marker="D", color="#c44e52", zorder=3, label=paper_label)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     finite = means[np.isfinite(means)]
