@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from mkdseg.reports import EvaluationReportWriter, write_reports
+from mkdseg.callbacks import EvaluationReportWriter, write_reports
 
 from conftest import make_datamodule, make_model, quiet_trainer
 

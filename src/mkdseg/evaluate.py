@@ -21,7 +21,7 @@ from mkdseg.data.nifti import NIFTI_SUFFIXES, InputError, MissingInputError, loa
 from mkdseg.data.nnunet import normalise_name, parse_structure_list, read_label_names
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores, worst_volumes
-from mkdseg.reports import write_reports
+from mkdseg.callbacks import write_reports
 
 PREDICTOR = "prediction"
 

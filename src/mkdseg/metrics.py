@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.metrics import compute_average_surface_distance
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 
 def _onehot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -44,9 +45,10 @@ def volume_scores(
     for what, labels in (("prediction", pred), ("ground truth", gt)):
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(f"{what} holds class {int(labels.max())}, outside 0..{num_classes - 1} ({', '.join(structures)})")
-    # Dice from the voxel counts of (truth, prediction) pairs: exact, and ~15x faster than one-hot tensors
-    # over a whole CT (MONAI's compute_dice); a structure absent from both is NaN (policy above)
-    counts = torch.bincount((gt * num_classes + pred).flatten(), minlength=num_classes**2).reshape(num_classes, num_classes)
+    # Dice from the confusion matrix of voxel counts (truth x prediction): exact, and ~15x faster than one-hot
+    # tensors over a whole CT (MONAI's compute_dice); a structure absent from both is NaN (policy above).
+    # The classes were checked above, so torchmetrics' own checks would only read the volume twice more.
+    counts = multiclass_confusion_matrix(pred.flatten(), gt.flatten(), num_classes, validate_args=False)
     overlap, in_gt, in_pred = counts.diagonal()[1:].double(), counts.sum(1)[1:].double(), counts.sum(0)[1:].double()
     gt_present, pred_present = in_gt > 0, in_pred > 0
     dice = torch.where(gt_present | pred_present, 2 * overlap / (in_gt + in_pred).clamp(min=1), torch.nan)

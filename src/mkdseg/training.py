@@ -16,12 +16,11 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from mkdseg.callbacks import DiceTableCallback, FinalLastCheckpoint, SampleImagesCallback
+from mkdseg.callbacks import (DiceTableCallback, EvaluationReportWriter, FinalLastCheckpoint, SampleImagesCallback,
+                              VolumePredictionWriter)
 from mkdseg.data import UnpairedSliceDataModule
 from mkdseg.methods import SegmentationMethod
 from mkdseg.presets import with_preset_paths
-from mkdseg.prediction_writer import VolumePredictionWriter
-from mkdseg.reports import EvaluationReportWriter
 
 #: the checkpoint callback that keeps the weights of a fit's best validation (``val/dice``: the primary predictor's)
 BEST_CHECKPOINT = {

@@ -1,5 +1,5 @@
 """Label maps written in the geometry of the scan: ``mkdseg segment``'s per-file work and the back end
-of ``mkdseg predict``'s writer (:class:`mkdseg.prediction_writer.VolumePredictionWriter`).
+of ``mkdseg predict``'s writer (:class:`mkdseg.callbacks.VolumePredictionWriter`).
 
 The volume is reoriented to canonical RAS for prediction and the label map reoriented back, so the
 output has the input's shape, affine, qform/sform and orientation whatever they are. Labels are written
