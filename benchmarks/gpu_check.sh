@@ -16,10 +16,7 @@ fi
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" || exit 1
 # the benchmark phantom (256 px) is generated once, outside the timed runs
 "$PY" - <<'PY'
-from pathlib import Path
-import sys
-sys.path.insert(0, "benchmarks")
-from step_cost import ROOT, load_size, make_data
+from benchmarks.step_cost import ROOT, load_size, make_data
 make_data(load_size("paper", None, ROOT / "data_cache", 4)[1])
 PY
 common=(--sizes paper --device cuda --variants bare --warmup 3 --paper-rounds 10 "$@")
@@ -27,7 +24,7 @@ status=0
 run() {  # run <title> <seconds> <options...>
   local title=$1 limit=$2; shift 2
   echo; echo "== $title"
-  timeout "$limit" "$PY" benchmarks/step_cost.py "${common[@]}" "$@" 2>/dev/null | sed -n '/^| size/,$p' || { echo "($title: failed or over ${limit}s)"; status=1; }
+  timeout "$limit" "$PY" -m benchmarks.step_cost "${common[@]}" "$@" 2>/dev/null | sed -n '/^| size/,$p' || { echo "($title: failed or over ${limit}s)"; status=1; }
 }
 run "fp32" 60 --precision fp32
 run "bf16, channels_last" 60 --precision bf16 --channels-last

@@ -1,7 +1,7 @@
 """How much a label that finds the organs flatters a model: each run's tested weights scored twice on its
 held-out scans, both in the scan's own grid against its own label file.
 
-    python benchmarks/located_score.py --study benchmarks/results/compare_whole_scan --located data_cache/abdomen128_located \
+    python -m benchmarks.located_score --study benchmarks/results/compare_whole_scan --located data_cache/abdomen128_located \
         --out benchmarks/results/located_score
 
 - **whole scan** (what a user gets, the study's own number): the scan cut without a label, every slice (the
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows({**r, "whole": f"{r['whole']:.4f}", "located": f"{r['located']:.4f}"} for r in rows)
     lines = [f"# Whole scan against organs located from the label ({args.study})", "",
-             f"`python benchmarks/located_score.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"`python -m benchmarks.located_score {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              "| Method | runs | whole scan | organs located from the label | gap | largest gap of a scan |",
              "|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):

@@ -1,7 +1,7 @@
 """What one training iteration of each method beside the paper costs, measured interleaved in one process.
 
-    python benchmarks/method_cost.py --root data_cache/abdomen64 --out benchmarks/results/method_cost
-    python benchmarks/method_cost.py --phantom --image-size 32 --steps 3 --rounds 1   # the test suite's tiny run
+    python -m benchmarks.method_cost --root data_cache/abdomen64 --out benchmarks/results/method_cost
+    python -m benchmarks.method_cost --phantom --image-size 32 --steps 3 --rounds 1   # the test suite's tiny run
 
 Each setting (a ``mkdseg compare`` method preset: its method, options and data options) trains through
 ``Trainer.fit`` for ``--steps`` iterations per round, the settings taking turns within each round, so a
@@ -28,8 +28,8 @@ import yaml
 from mkdseg.compare.cli import preset_names, resolve_method
 from mkdseg.data import UnpairedSliceDataModule
 from mkdseg.io import atomic_write_text
+from mkdseg.presets import SIZES
 
-ROOT = Path(__file__).resolve().parents[1]
 #: the presets timed by default: the paper's MKD, joint training, the recipe and the semi-supervised options
 SETTINGS = ("joint", "joint_gin", "mkd_gin", "recipe", "unimatch", "bcp", "dacs", "mix3", "selftrain")
 SEGMENTOR_OPTIONS = ("seg_channels", "seg_strides", "seg_res_units", "lr_seg", "eval_batch_size")
@@ -89,7 +89,7 @@ def report(times: dict[str, list[float]], meta: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/method_cost.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.method_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="data_cache/abdomen64", help="a slice cache (mkdseg preprocess)")
     parser.add_argument("--phantom", action="store_true", help="a generated phantom in a temporary folder instead")
@@ -102,16 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for results.md and times.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    bench = yaml.safe_load((ROOT / "configs" / "bench" / "abdomen.yaml").read_text())
-    segmentor = {k: v for k, v in bench["model"]["init_args"].items() if k in SEGMENTOR_OPTIONS}
-    data = {**bench["data"], "image_size": args.image_size, "n_target": args.n_target}
+    size = yaml.safe_load((SIZES / "cpu.yaml").read_text())  # compare's cpu preset: what its runs train
+    segmentor = {k: v for k, v in size["model"]["init_args"].items() if k in SEGMENTOR_OPTIONS}
+    data = {**size["data"], "image_size": args.image_size, "n_target": args.n_target}
     if args.phantom:
         data.update(source="phantom", root=tempfile.mkdtemp(prefix="method-cost-"), target="ct", assistant="mr",
                     phantom_subjects=6, phantom_slices=8, n_val=1, batch_size=2, samples_per_epoch=8)
     else:
         data["root"] = args.root
     times = measure(args.settings, data, segmentor, args.steps, args.rounds)
-    meta = {"command": "python benchmarks/method_cost.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+    meta = {"command": "python -m benchmarks.method_cost " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "setup": f"{args.image_size} px, batch {data['batch_size']}, {args.threads} torch thread(s), {args.rounds} round(s) "
                      f"of {args.steps} iterations per setting, data {data['root']}"}
     text = report(times, meta)

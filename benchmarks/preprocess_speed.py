@@ -1,8 +1,8 @@
 """Time ``mkdseg preprocess`` per volume of MM-WHS CT size, and extrapolate to the 40 MM-WHS volumes.
 
-    python benchmarks/preprocess_speed.py                    # 2 synthetic 512x512x250 int16 CTs
-    python benchmarks/preprocess_speed.py --volumes 4 --shape 512 512 300
-    python benchmarks/preprocess_speed.py --volumes 1 --shape 64 64 16 --image-size 32   # a quick check
+    python -m benchmarks.preprocess_speed                    # 2 synthetic 512x512x250 int16 CTs
+    python -m benchmarks.preprocess_speed --volumes 4 --shape 512 512 300
+    python -m benchmarks.preprocess_speed --volumes 1 --shape 64 64 16 --image-size 32   # a quick check
 
 MM-WHS CTs are 512x512 with 177-363 slices; its MRs are smaller, so 40 x (time of a CT) bounds the
 whole training set (20 CT + 20 MR) from above.
@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported as benchmarks.preprocess_speed
-from synthetic_ct import write_synthetic_chest_ct  # noqa: E402
+from benchmarks.synthetic_ct import write_synthetic_chest_ct
 
 from mkdseg.data.mmwhs import preprocess  # noqa: E402
 

@@ -1,10 +1,10 @@
 """Wall time and peak memory of ``mkdseg segment`` on one CT of clinical size.
 
-    python benchmarks/segment_speed.py                       # 512x512x300 CT, paper-size MKD segmentors
-    python benchmarks/segment_speed.py --precision fp32      # without bfloat16
-    python benchmarks/segment_speed.py --ckpt runs/mkd/.../last.ckpt
-    python benchmarks/segment_speed.py --config configs/demo.yaml --image-size 128 --field-of-view body   # the cpu preset's model
-    python benchmarks/segment_speed.py --shape 64 64 8 --config configs/demo.yaml --image-size 64   # a quick check
+    python -m benchmarks.segment_speed                       # 512x512x300 CT, paper-size MKD segmentors
+    python -m benchmarks.segment_speed --precision fp32      # without bfloat16
+    python -m benchmarks.segment_speed --ckpt runs/mkd/.../last.ckpt
+    python -m benchmarks.segment_speed --config configs/demo.yaml --image-size 128 --field-of-view body   # the cpu preset's model
+    python -m benchmarks.segment_speed --shape 64 64 8 --config configs/demo.yaml --image-size 64   # a quick check
 
 Without ``--ckpt`` the model is an MKDModule with the segmentor sizes of ``configs/mkd.yaml`` (or
 ``--config``'s) at ``--image-size`` and random weights (generators shrunk: prediction never runs them),

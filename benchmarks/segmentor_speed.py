@@ -1,9 +1,9 @@
 """How fast one segmentor training iteration runs on this CPU (or GPU) under each speed setting, against a
 plain MONAI loop on the same network: iterations per second, measured interleaved.
 
-    python benchmarks/segmentor_speed.py                                  # the cpu preset's network, 64 and 128 px
-    python benchmarks/segmentor_speed.py --sizes 128 --settings fp32 bf16 compile --out benchmarks/results/segmentor_speed
-    python benchmarks/segmentor_speed.py --sizes 32 --iterations 2 --rounds 1 --channels 4 8 --strides 2   # smoke
+    python -m benchmarks.segmentor_speed                                  # the cpu preset's network, 64 and 128 px
+    python -m benchmarks.segmentor_speed --sizes 128 --settings fp32 bf16 compile --out benchmarks/results/segmentor_speed
+    python -m benchmarks.segmentor_speed --sizes 32 --iterations 2 --rounds 1 --channels 4 8 --strides 2   # smoke
 
 Every setting trains its own copy of the same network (MONAI's residual UNet, the ``cpu`` preset's channels,
 instance norm) with CE + Dice (:func:`mkdseg.losses.supervised_loss`) and Adam on batches of random slices
@@ -104,7 +104,7 @@ def measure(size: int, settings: list[str], args) -> dict[str, dict]:
 
 def markdown(results: dict, args, bf16: bool) -> str:
     lines = [f"# Segmentor training iterations per second ({args.device})", "",
-             f"`python benchmarks/segmentor_speed.py {' '.join(args.argv)}`", "",
+             f"`python -m benchmarks.segmentor_speed {' '.join(args.argv)}`", "",
              f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
              f"native bfloat16: {'yes' if bf16 else 'no (emulated)'}; network channels {args.channels}, batch "
              f"{args.batch} + {args.batch} slices, {args.rounds} rounds of {args.iterations} iterations.", "",

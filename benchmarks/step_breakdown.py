@@ -1,7 +1,7 @@
 """Where one MKD iteration's CPU time goes, network by network, and whether batching its paired forwards pays.
 
-    OMP_NUM_THREADS=1 python benchmarks/step_breakdown.py --precision bf16 --channels-last --out benchmarks/results/step_breakdown
-    python benchmarks/step_breakdown.py --size my_config.yaml --rounds 1 --warmup 0      # a config's sizes, quickly
+    OMP_NUM_THREADS=1 python -m benchmarks.step_breakdown --precision bf16 --channels-last --out benchmarks/results/step_breakdown
+    python -m benchmarks.step_breakdown --size my_config.yaml --rounds 1 --warmup 0      # a config's sizes, quickly
 
 One iteration of Algorithm 1 (as :mod:`benchmarks.step_cost`'s bare loop runs it) passes one batch through:
 G_at and G_ta twice each (the four translations), D_t and D_a three times each (once frozen in the generator
@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_cost import ROOT, load_size  # noqa: E402  (the demo and paper sizes, as step_cost reads them)
+from benchmarks.step_cost import ROOT, load_size  # the demo and paper sizes, as step_cost reads them
 
 from mkdseg.methods import MKDModule  # noqa: E402
 
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     bf16 = args.precision == "bf16"
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
     t = measure(model, args.batch, data["image_size"], args.rounds, args.warmup, autocast, args.channels_last)
-    command = "python " + " ".join([os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])])
+    command = "python -m " + " ".join([__spec__.name if __spec__ else __name__, *(argv if argv is not None else sys.argv[1:])])
     text = report(t, command, args)
     print(text)
     if args.out:

@@ -1,8 +1,8 @@
 """What one MKD training iteration costs, three ways, measured interleaved in one run.
 
-    python benchmarks/step_cost.py                                   # demo and paper size on this machine
-    python benchmarks/step_cost.py --sizes paper --device cuda --precision bf16 --channels-last --compile
-    python benchmarks/step_cost.py --sizes my_config.yaml --rounds 1 --no-memory     # a config's sizes, quickly
+    python -m benchmarks.step_cost                                   # demo and paper size on this machine
+    python -m benchmarks.step_cost --sizes paper --device cuda --precision bf16 --channels-last --compile
+    python -m benchmarks.step_cost --sizes my_config.yaml --rounds 1 --no-memory     # a config's sizes, quickly
 
 (a) ``lightning``: one iteration of :class:`~mkdseg.methods.MKDModule` through ``Trainer.fit``:
     the time between two consecutive ``on_train_batch_start`` calls, so it includes Lightning's loop,
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_size(name, args, device))
         if "," in args.sizes:  # an interim table after each size
             print(report(results[-1:], "", described, args).split("\n", 4)[-1], flush=True)
-    command = "python " + " ".join([os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])])
+    command = "python -m " + " ".join([__spec__.name if __spec__ else __name__, *(argv if argv is not None else sys.argv[1:])])
     text = report(results, command, described, args)
     print("\n" + text)
     if args.out:

@@ -4,7 +4,7 @@ int16 Hounsfield units: air -1000 outside an elliptical body (40 HU), two lungs 
 (700) and an ellipsoidal heart (blood 350 HU inside a 120 HU myocardium, aorta above it); the label
 uses the seven MM-WHS codes. Built slice by slice so that making it needs little memory.
 
-    python benchmarks/synthetic_ct.py ct.nii.gz [--label ct_label.nii.gz] [--shape 512 512 250] [--spacing 0.4 0.4 0.6]
+    python -m benchmarks.synthetic_ct ct.nii.gz [--label ct_label.nii.gz] [--shape 512 512 250] [--spacing 0.4 0.4 0.6]
 
 (what ``segment_speed.py`` runs in a child process: it imports neither torch nor mkdseg's networks).
 """

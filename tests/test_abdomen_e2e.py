@@ -108,8 +108,7 @@ def test_located_score_scores_a_runs_weights_on_both_fields_of_view(abdomen_cach
     import lightning as L
     import yaml
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import located_score
+    from benchmarks import located_score
 
     from mkdseg.data import UnpairedSliceDataModule
     from mkdseg.methods import Baseline

@@ -1,5 +1,5 @@
-"""Every benchmark script runs at a tiny size, so none can rot unnoticed. (method_cost, select_seeds, compare,
-reproduce and translation_quality have test files of their own.) Outputs go to tmp_path, never benchmarks/results."""
+"""Every benchmark script runs at a tiny size, so none can rot unnoticed. (method_cost and translation_quality have
+test files of their own.) Outputs go to tmp_path, never benchmarks/results."""
 
 from __future__ import annotations
 
@@ -15,16 +15,8 @@ import yaml
 
 from conftest import REPO, TINY_MODEL
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-import cpu_speed  # noqa: E402
-import preprocess_speed  # noqa: E402
-import segment_speed  # noqa: E402
-import segmentor_speed  # noqa: E402
-import step_breakdown  # noqa: E402
-import step_cost  # noqa: E402
-import synthetic_ct  # noqa: E402
-
-from mkdseg.labels import MMWHS  # noqa: E402
+from benchmarks import cpu_speed, preprocess_speed, segment_speed, segmentor_speed, step_breakdown, step_cost, synthetic_ct
+from mkdseg.labels import MMWHS
 
 
 @pytest.fixture
@@ -121,7 +113,7 @@ def test_gpu_check_script_parses_and_its_step_cost_options_exist(capsys):
     script = REPO / "benchmarks" / "gpu_check.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    assert "benchmarks/step_cost.py" in text and "from step_cost import ROOT, load_size, make_data" in text
+    assert "-m benchmarks.step_cost" in text and "from benchmarks.step_cost import ROOT, load_size, make_data" in text
     assert all(hasattr(step_cost, name) for name in ("ROOT", "load_size", "make_data"))
     with pytest.raises(SystemExit) as help_exit:
         step_cost.main(["--help"])
@@ -135,10 +127,10 @@ def test_gpu_check_script_parses_and_its_step_cost_options_exist(capsys):
 @pytest.mark.parametrize("script", ["cpu_speed.py", "preprocess_speed.py", "segment_speed.py", "step_breakdown.py",
                                     "synthetic_ct.py", "segmentor_speed.py"])
 def test_each_script_runs_as_a_file(script):
-    """`python benchmarks/<script> --help`, as its docstring tells a user to run it: the file's own imports
-    (siblings found from benchmarks/, mkdseg from the package) and argument parser work outside the tests."""
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    """`python -m benchmarks.<script> --help` from the repository root, as its docstring tells a user to run it: the
+    file's own imports and argument parser work outside the tests."""
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{script.removesuffix('.py')}", "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage:")
 

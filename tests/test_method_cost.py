@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-import method_cost  # noqa: E402
+from benchmarks import method_cost
 
 
 def test_method_cost_times_every_setting_and_writes_its_table(tmp_path):
