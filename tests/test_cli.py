@@ -127,7 +127,8 @@ def test_help_lists_the_choices_of_typed_options(capsys):
 
     for argv, listed in ((["fit", "--help"], "--data.appearance {none,gin,location_scale,class_location_scale}"),
                          (["fit", "--model.help", "mkdseg.methods.WeakToStrong"], "--model.mix {none,cutmix,classmix}"),
-                         (["fit", "--model.help", "mkdseg.methods.MeanTeacher"], "--model.student_view {noise,gin}")):
+                         (["fit", "--model.help", "mkdseg.methods.MeanTeacher"], "--model.student_view {noise,gin}"),
+                         (["fit", "--model.help", "mkdseg.methods.MKDModule"], "--model.gan_lr_decay {constant,linear}")):
         with pytest.raises(SystemExit):
             cli_main(argv)
         assert listed in capsys.readouterr().out

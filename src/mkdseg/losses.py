@@ -5,12 +5,15 @@ Shapes: logits ``[B, C, H, W]``, integer labels ``[B, H, W]``, images ``[B, 1, H
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from torch import nn
 
-GAN_MODES = ("lsgan", "vanilla")
+GanMode = Literal["lsgan", "vanilla"]
+GAN_MODES = get_args(GanMode)
 
 
 class GANLoss(nn.Module):
@@ -24,7 +27,7 @@ class GANLoss(nn.Module):
         tensor(1.)
     """
 
-    def __init__(self, mode: str = "lsgan"):
+    def __init__(self, mode: GanMode = "lsgan"):
         super().__init__()
         if mode not in GAN_MODES:
             raise ValueError(f"gan_mode must be one of {GAN_MODES}, got {mode!r}")

@@ -26,6 +26,7 @@ from mkdseg.inference.writer import ScanCanvas, record_geometry
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
 from mkdseg.methods.distributed import gather_per_rank
+from mkdseg.methods.options import check_at_least
 from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
 
 METHOD_KEY = "mkdseg_method"
@@ -34,9 +35,17 @@ METHOD_KEY = "mkdseg_method"
 class SegmentationMethod(L.LightningModule):
     """Base class. Subclasses build their networks with ``self.num_classes`` outputs and set ``primary_predictor``.
 
-    ``data_spec`` (a :class:`mkdseg.labels.DataSpec` as a dict) is what the model segments: the
-    structures in class order, the target dataset's codes, how slices were cut. The CLI links it from
-    the data (``data.data_spec``), so it is stored in every checkpoint; ``None`` is the cardiac phantom's.
+    A subclass declares only its own options and forwards the rest (``**kwargs``) to ``super().__init__``:
+    the CLI follows them up the class hierarchy to list every option, and this class records them all in
+    ``hparams``, from which a checkpoint rebuilds the method.
+
+    Args:
+        image_size: slice size the networks are trained on (divisible by every network's size divisor);
+            the CLI links it from the data (``data.image_size``).
+        data_spec: what the model segments, a :class:`mkdseg.labels.DataSpec` as a dict: the structures in
+            class order, the target dataset's codes, how slices were cut. The CLI links it from the data
+            (``data.data_spec``), so it is stored in every checkpoint; ``None`` is the cardiac phantom's.
+        eval_batch_size: slices per forward when whole volumes are segmented (validation, test, prediction).
     """
 
     #: name of the component of :meth:`predict_components` used at test time and by ``mkdseg segment``
@@ -47,8 +56,8 @@ class SegmentationMethod(L.LightningModule):
 
     def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
         super().__init__()
-        if eval_batch_size < 1:
-            raise ValueError(f"model.eval_batch_size must be >= 1, got {eval_batch_size}")
+        check_at_least(1, eval_batch_size=eval_batch_size)
+        self.save_hyperparameters()  # the options of every __init__ up the call chain, the subclasses' too
         self.spec = DataSpec.from_dict(data_spec)
         self.image_size, self.num_classes, self.eval_batch_size = image_size, self.spec.num_classes, eval_batch_size
         self._eval_rows: list[dict] = []

@@ -12,12 +12,11 @@ optimizer settings) with one optimizer; they differ in which labelled slices the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from mkdseg.losses import supervised_loss
 from mkdseg.methods.manual import check_image_size
+from mkdseg.methods.options import check_at_least
 from mkdseg.methods.shared import SegmentorMethod, make_segmentor, segment_together
 from mkdseg.nets.xshape import XShapeNet
 
@@ -54,12 +53,11 @@ class FineTune(_OneSegmentor):
 
     Args:
         pretrain_steps: iterations on assistant data before the target data (>= 0).
-        **kwargs: the segmentor options of :class:`SegmentorMethod`.
+        **kwargs: the segmentors' options (:class:`~mkdseg.methods.shared.SegmentorOptions`).
     """
 
     def __init__(self, pretrain_steps: int = 20000, **kwargs):
-        if pretrain_steps < 0:
-            raise ValueError(f"model.pretrain_steps must be >= 0, got {pretrain_steps}")
+        check_at_least(0, pretrain_steps=pretrain_steps)
         super().__init__(**kwargs)
 
     @property
@@ -97,26 +95,10 @@ class XShape(SegmentorMethod):
         torch.Size([1, 8, 32, 32])
     """
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        data_spec: dict | None = None,
-        in_channels: int = 1,
-        seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
-        seg_strides: Sequence[int] = (2, 2, 2, 2),
-        seg_res_units: int = 2,
-        lr_seg: float = 2e-4,
-        seg_betas: tuple[float, float] = (0.9, 0.999),
-        seg_lr_decay: float = 0.9,
-        seg_lr_decay_epochs: int = 2,
-        eval_batch_size: int = 16,
-    ):
-        super().__init__(
-            image_size, data_spec, in_channels, seg_channels, seg_strides, seg_res_units,
-            lr_seg, seg_betas, seg_lr_decay, seg_lr_decay_epochs, eval_batch_size,
-        )
-        self.net = XShapeNet(in_channels, self.num_classes, seg_channels, seg_strides, seg_res_units, streams=("a", "t"))
-        check_image_size(image_size, self.net.size_divisor)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.net = make_segmentor(self.hparams, self.num_classes, XShapeNet, streams=("a", "t"))
+        check_image_size(self.hparams.image_size, self.net.size_divisor)
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"seg": self.net(x, "t").float().softmax(1)}

@@ -10,19 +10,21 @@ the adversarial and cycle losses, the discriminator phase with its image pools, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
-from mkdseg.losses import GANLoss, cycle_loss
+from mkdseg.losses import GanMode, GANLoss, cycle_loss
 from mkdseg.methods.manual import ManualMethod, check_image_size, frozen
+from mkdseg.methods.options import check_at_least, check_choice, check_positive
 from mkdseg.methods.pool import ImagePool
-from mkdseg.methods.shared import check_segmentor_options, segmentor_optimizer, segmentor_scheduler
+from mkdseg.methods.shared import segmentor_optimizer, segmentor_scheduler
 from mkdseg.methods.training_state import load_image_pools, save_image_pools
 from mkdseg.nets import NLayerDiscriminator, ResnetGenerator, init_weights
+from mkdseg.nets.generator import Upsampling
+from mkdseg.nets.layers import Norm
 
-
-GAN_LR_DECAYS = ("constant", "linear")
+GanLrDecay = Literal["constant", "linear"]
 
 
 def linear_decay_factor(step: int, total: int) -> float:
@@ -35,19 +37,30 @@ def linear_decay_factor(step: int, total: int) -> float:
 class CycleGANMethod(ManualMethod):
     """A segmentation method with a CycleGAN translator; one optimizer per network, stepped by hand.
 
-    Args (the translator's; segmentor sizes and optimisation are every method's):
-        gen_filters, gen_blocks, gen_downsampling: ResNet generator (CycleGAN: 64, 9 at 256 px, 2).
-        disc_filters, disc_layers: PatchGAN discriminator (70x70: 64, 3). ``norm``: instance or batch.
-        gan_mode: ``lsgan`` (CycleGAN) or ``vanilla`` (the log form). lambda_cyc: cycle weight (10).
-        pool_size: image pool per discriminator (50). lr_gen, lr_disc, gan_betas: Adam (2e-4, (0.5, 0.999)).
-        compile: ``torch.compile`` each network in place when the trainer sets the model up.
+    Args:
+        gen_filters: the ResNet generators' width (CycleGAN: 64).
+        gen_blocks: their residual blocks (CycleGAN: 9 at 256 px).
+        gen_downsampling: their stride-2 down-sampling stages (CycleGAN: 2).
+        disc_filters: the PatchGAN discriminators' width (70x70 patches: 64).
+        disc_layers: their layers (70x70 patches: 3).
+        norm: the translator's normalisation (CycleGAN: instance).
+        gan_mode: ``lsgan`` (CycleGAN) or ``vanilla`` (the paper's log form).
+        lambda_cyc: weight of the cycle-consistency loss (paper: 10).
+        pool_size: image pool size per discriminator (CycleGAN: 50).
+        lr_gen: the generators' Adam learning rate (paper: 2e-4).
+        lr_disc: the discriminators' Adam learning rate (paper: 2e-4).
+        gan_betas: the translator's Adam betas (CycleGAN: (0.5, 0.999)).
+        compile: ``torch.compile`` each network (in place: checkpoints keep their keys) when the trainer
+            sets the model up. Pays off on a GPU at paper size; compiling takes minutes.
+        gen_upsampling: departure from the paper, off by default: ``transpose`` (CycleGAN) or ``resize``
+            (nearest x2 then a 3x3 convolution; see :class:`~mkdseg.nets.ResnetGenerator`).
+        gan_lr_decay: departure from the paper, off by default: ``constant`` (the paper's fixed rates) or
+            ``linear``: CycleGAN's schedule, the translator's learning rates constant for the first half of
+            :meth:`translator_steps`, then linearly to zero at its end.
+        **kwargs: the options of the segmentors (:class:`~mkdseg.methods.shared.SegmentorOptions`) and of
+            :class:`~mkdseg.methods.base.SegmentationMethod`.
 
-    Departures from the paper, off by default (``benchmarks/translation_quality.py`` measures them):
-        gen_upsampling: ``transpose`` (CycleGAN) or ``resize`` (nearest x2 then a 3x3 convolution; see
-            :class:`~mkdseg.nets.ResnetGenerator`).
-        gan_lr_decay: ``constant`` (the paper's fixed 2e-4) or ``linear``: CycleGAN's schedule, the
-            translator's learning rates constant for the first half of :meth:`translator_steps`, then
-            linearly to zero at its end.
+    ``benchmarks/translation_quality.py`` measures the departures.
     """
 
     #: the translator's networks, in optimizer order
@@ -55,52 +68,44 @@ class CycleGANMethod(ManualMethod):
 
     def __init__(
         self,
-        image_size: int = 256,
-        data_spec: dict | None = None,
-        in_channels: int = 1,
         gen_filters: int = 64,
         gen_blocks: int = 9,
         gen_downsampling: int = 2,
         disc_filters: int = 64,
         disc_layers: int = 3,
-        norm: str = "instance",
-        seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
-        seg_strides: Sequence[int] = (2, 2, 2, 2),
-        seg_res_units: int = 2,
-        gan_mode: str = "lsgan",
+        norm: Norm = "instance",
+        gan_mode: GanMode = "lsgan",
         lambda_cyc: float = 10.0,
         pool_size: int = 50,
         lr_gen: float = 2e-4,
         lr_disc: float = 2e-4,
-        lr_seg: float = 2e-4,
         gan_betas: tuple[float, float] = (0.5, 0.999),
-        seg_betas: tuple[float, float] = (0.9, 0.999),
-        seg_lr_decay: float = 0.9,
-        seg_lr_decay_epochs: int = 2,
-        eval_batch_size: int = 16,
         compile: bool = False,
-        gen_upsampling: str = "transpose",
-        gan_lr_decay: str = "constant",
+        gen_upsampling: Upsampling = "transpose",
+        gan_lr_decay: GanLrDecay = "constant",
+        **kwargs,
     ):
-        super().__init__(image_size, data_spec, eval_batch_size)
-        if gan_lr_decay not in GAN_LR_DECAYS:
-            raise ValueError(f"model.gan_lr_decay must be one of {GAN_LR_DECAYS}, got {gan_lr_decay!r}")
-        check_segmentor_options(locals())
-        for name in ("lr_gen", "lr_disc"):
-            if locals()[name] <= 0:
-                raise ValueError(f"model.{name} must be > 0, got {locals()[name]}")
-        if lambda_cyc < 0:
-            raise ValueError(f"model.lambda_cyc must be >= 0, got {lambda_cyc}")
-        self.save_hyperparameters()
+        check_choice("gan_lr_decay", gan_lr_decay, GanLrDecay)
+        check_positive(lr_gen=lr_gen, lr_disc=lr_disc)
+        check_at_least(0, lambda_cyc=lambda_cyc)
+        super().__init__(**kwargs)
+        channels = self.hparams.in_channels
+
+        def generator() -> ResnetGenerator:
+            return init_weights(ResnetGenerator(channels, channels, gen_filters, gen_blocks, gen_downsampling, norm,
+                                                upsampling=gen_upsampling))
+
+        def discriminator() -> NLayerDiscriminator:
+            return init_weights(NLayerDiscriminator(channels, disc_filters, disc_layers, norm))
+
         # construction order = initialisation order of the random weights: translator, then segmentors
-        self.g_at = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm,
-                                                   upsampling=gen_upsampling))
-        self.g_ta = init_weights(ResnetGenerator(in_channels, in_channels, gen_filters, gen_blocks, gen_downsampling, norm,
-                                                   upsampling=gen_upsampling))
-        self.d_t = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
-        self.d_a = init_weights(NLayerDiscriminator(in_channels, disc_filters, disc_layers, norm))
+        self.g_at = generator()
+        self.g_ta = generator()
+        self.d_t = discriminator()
+        self.d_a = discriminator()
         self.build_segmentors()
-        check_image_size(image_size, self.g_at.size_divisor, *(getattr(self, n).size_divisor for n in self.segmentor_names()))
+        check_image_size(self.hparams.image_size, self.g_at.size_divisor,
+                         *(getattr(self, n).size_divisor for n in self.segmentor_names()))
         self.gan_loss = GANLoss(gan_mode)
         self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)
         self.compiled_networks: set[str] = set()

@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
-from mkdseg.methods.base import SegmentationMethod
 from mkdseg.methods.amp import PhaseLossScaling
+from mkdseg.methods.shared import SegmentorOptions
 
 
 @contextmanager
@@ -85,11 +85,12 @@ def check_image_size(image_size: int, *divisors: int) -> None:
             )
 
 
-class ManualMethod(SegmentationMethod):
-    """Base of the methods that step their optimizers by hand (see the module docstring)."""
+class ManualMethod(SegmentorOptions):
+    """Base of the methods that step their optimizers by hand (see the module docstring). Its options are
+    those of the segmentors (:class:`~mkdseg.methods.shared.SegmentorOptions`)."""
 
-    def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
-        super().__init__(image_size, data_spec, eval_batch_size)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.automatic_optimization = False
         self.loss_scaling = PhaseLossScaling()  # one GradScaler per phase under 16-bit mixed precision
 

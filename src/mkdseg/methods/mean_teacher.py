@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from mkdseg.data.appearance import random_convolution
 from mkdseg.methods.baselines import JointTraining
+from mkdseg.methods.options import check_at_least, check_choice
 
 StudentView = Literal["noise", "gin"]
-STUDENT_VIEWS = get_args(StudentView)
 
 
 def sigmoid_rampup(step: int, length: int) -> float:
@@ -43,7 +43,7 @@ class MeanTeacher(JointTraining):
             view is also re-styled by a random network (:func:`~mkdseg.data.appearance.random_convolution`),
             the teacher's is not, so that the segmentor learns to segment target images whatever their
             intensities, from the unlabelled target subjects themselves.
-        **kwargs: the segmentor options of :class:`~mkdseg.methods.shared.SegmentorMethod`.
+        **kwargs: the segmentors' options (:class:`~mkdseg.methods.shared.SegmentorOptions`).
 
     Example:
         >>> m = MeanTeacher(image_size=32, seg_channels=(4, 8), seg_strides=(2,))
@@ -55,12 +55,9 @@ class MeanTeacher(JointTraining):
 
     def __init__(self, lambda_consistency: float = 1.0, consistency_rampup_steps: int = 200, ema_decay: float = 0.99,
                  input_noise: float = 0.1, student_view: StudentView = "noise", **kwargs):
-        for name, value in (("lambda_consistency", lambda_consistency), ("consistency_rampup_steps", consistency_rampup_steps),
-                            ("input_noise", input_noise)):
-            if value < 0:
-                raise ValueError(f"model.{name} must be >= 0, got {value}")
-        if student_view not in STUDENT_VIEWS:
-            raise ValueError(f"model.student_view must be one of {STUDENT_VIEWS}, got {student_view!r}")
+        check_at_least(0, lambda_consistency=lambda_consistency, consistency_rampup_steps=consistency_rampup_steps,
+                       input_noise=input_noise)
+        check_choice("student_view", student_view, StudentView)
         if not 0 <= ema_decay < 1:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
         super().__init__(**kwargs)

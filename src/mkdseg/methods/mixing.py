@@ -19,10 +19,12 @@ Shapes: images ``[B, 1, H, W]``, labels ``[B, H, W]`` (integer classes), weights
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
-MIX_SHAPES = ("none", "cutmix", "classmix")
+#: how the pasted pixels are chosen: none (no mixing), a box, or classes
+MixShape = Literal["none", "cutmix", "classmix"]
 #: UniMatch's CutMix box: area as a fraction of the slice, and aspect ratio (height / width)
 BOX_AREA = (0.02, 0.4)
 BOX_ASPECT = (0.3, 1 / 0.3)

@@ -6,16 +6,14 @@ Distillation", AAAI 2020, Algorithm 1. See ``DESIGN.md`` ("The method, precisely
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from mkdseg.losses import distillation_loss, supervised_loss
 from mkdseg.methods.cyclegan import CycleGANMethod
 from mkdseg.methods.manual import frozen
-from mkdseg.methods.shared import segment_together
-from mkdseg.nets import ResidualUNet
+from mkdseg.methods.options import check_at_least, check_positive
+from mkdseg.methods.shared import make_segmentor, segment_together
 
 OPTIMIZER_ORDER = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
 
@@ -51,9 +49,28 @@ def ensemble_components(s_syn: nn.Module, s_real: nn.Module, x: torch.Tensor) ->
 
 class MutualDistillation:
     """S_syn and S_real, their ensemble and their objectives: what MKD and its ablations share
-    (a mixin for :class:`~mkdseg.methods.base.SegmentationMethod` subclasses with ``s_syn``, ``s_real``)."""
+    (a mixin for :class:`~mkdseg.methods.shared.SegmentorOptions` subclasses, before them in the bases).
+
+    Args:
+        lambda_kd_real: lambda_kd1, weight of the S_syn -> S_real distillation (paper: 0.5).
+        lambda_kd_syn: lambda_kd2, weight of the S_real -> S_syn distillation (paper: 1).
+        kd_temperature: softening temperature of the distillation (paper: 1, i.e. none).
+        **kwargs: the options of the method it is mixed into.
+    """
 
     primary_predictor = "ens"
+
+    def __init__(self, lambda_kd_real: float = 0.5, lambda_kd_syn: float = 1.0, kd_temperature: float = 1.0, **kwargs):
+        check_at_least(0, lambda_kd_real=lambda_kd_real, lambda_kd_syn=lambda_kd_syn)
+        check_positive(kd_temperature=kd_temperature)
+        super().__init__(**kwargs)
+
+    def build_segmentors(self) -> None:
+        self.s_syn = make_segmentor(self.hparams, self.num_classes)
+        self.s_real = make_segmentor(self.hparams, self.num_classes)
+
+    def segmentor_names(self) -> tuple[str, ...]:
+        return ("s_syn", "s_real")
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return ensemble_components(self.s_syn, self.s_real, x)
@@ -81,24 +98,16 @@ class MKDModule(MutualDistillation, CycleGANMethod):
     ``MKDModule()`` builds the paper's settings (256 px, full-size networks). Every size is an argument.
 
     Args:
-        image_size: slice size the networks are trained on (divisible by every network's size divisor).
-        lambda_cyc: weight of the cycle-consistency loss (paper: 10).
         lambda_sup_gen: weight of S_syn's supervised loss in G_at's objective (paper: 1).
-        lambda_kd_real: lambda_kd1, weight of the S_syn -> S_real distillation (paper: 0.5).
-        lambda_kd_syn: lambda_kd2, weight of the S_real -> S_syn distillation (paper: 1).
-        kd_temperature: softening temperature of the distillation (paper: 1, i.e. none).
-        gan_mode: ``lsgan`` (CycleGAN) or ``vanilla`` (the paper's log form).
-        pool_size: image pool size per discriminator (CycleGAN: 50).
-        seg_lr_decay, seg_lr_decay_epochs: segmentor learning rate times 0.9 every 2 epochs.
-        compile: ``torch.compile`` each network (in place: checkpoints keep their keys) when the trainer
-            sets the model up. Pays off on a GPU at paper size; compiling takes minutes.
-        gen_upsampling, gan_lr_decay: departures from the paper, off by default; see
-            :class:`~mkdseg.methods.cyclegan.CycleGANMethod`.
         translator_warmup_steps: departure, off (0) in the paper: the first this many iterations are
             plain CycleGAN iterations (no segmentor, no lambda_sup term; cheaper), then Algorithm 1. The
             segmentors' learning-rate decay starts when they join.
         lambda_sup_ramp_steps: departure, off (0): after the warm-up, lambda_sup_gen rises linearly from 0
             over this many iterations, so S_syn's early, untrained gradients do not pull G_at away.
+        **kwargs: the distillation's options (:class:`MutualDistillation`), the translator's
+            (:class:`~mkdseg.methods.cyclegan.CycleGANMethod`), the segmentors'
+            (:class:`~mkdseg.methods.shared.SegmentorOptions`) and
+            :class:`~mkdseg.methods.base.SegmentationMethod`'s.
 
     Example:
         >>> m = MKDModule(image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4, seg_channels=(4, 8), seg_strides=(2,))
@@ -106,60 +115,11 @@ class MKDModule(MutualDistillation, CycleGANMethod):
         torch.Size([1, 8, 32, 32])
     """
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        data_spec: dict | None = None,
-        in_channels: int = 1,
-        gen_filters: int = 64,
-        gen_blocks: int = 9,
-        gen_downsampling: int = 2,
-        disc_filters: int = 64,
-        disc_layers: int = 3,
-        norm: str = "instance",
-        seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
-        seg_strides: Sequence[int] = (2, 2, 2, 2),
-        seg_res_units: int = 2,
-        gan_mode: str = "lsgan",
-        lambda_cyc: float = 10.0,
-        lambda_sup_gen: float = 1.0,
-        lambda_kd_real: float = 0.5,
-        lambda_kd_syn: float = 1.0,
-        kd_temperature: float = 1.0,
-        pool_size: int = 50,
-        lr_gen: float = 2e-4,
-        lr_disc: float = 2e-4,
-        lr_seg: float = 2e-4,
-        gan_betas: tuple[float, float] = (0.5, 0.999),
-        seg_betas: tuple[float, float] = (0.9, 0.999),
-        seg_lr_decay: float = 0.9,
-        seg_lr_decay_epochs: int = 2,
-        eval_batch_size: int = 16,
-        compile: bool = False,
-        gen_upsampling: str = "transpose",
-        gan_lr_decay: str = "constant",
-        translator_warmup_steps: int = 0,
-        lambda_sup_ramp_steps: int = 0,
-    ):
-        for name in ("lambda_sup_gen", "lambda_kd_real", "lambda_kd_syn", "translator_warmup_steps", "lambda_sup_ramp_steps"):
-            if locals()[name] < 0:
-                raise ValueError(f"model.{name} must be >= 0, got {locals()[name]}")
-        if kd_temperature <= 0:
-            raise ValueError(f"model.kd_temperature must be > 0, got {kd_temperature}")
-        super().__init__(
-            image_size, data_spec, in_channels, gen_filters, gen_blocks, gen_downsampling, disc_filters, disc_layers,
-            norm, seg_channels, seg_strides, seg_res_units, gan_mode, lambda_cyc, pool_size, lr_gen, lr_disc, lr_seg,
-            gan_betas, seg_betas, seg_lr_decay, seg_lr_decay_epochs, eval_batch_size, compile,
-            gen_upsampling=gen_upsampling, gan_lr_decay=gan_lr_decay,
-        )
-
-    def build_segmentors(self) -> None:
-        hp = self.hparams
-        self.s_syn = ResidualUNet(hp.in_channels, self.num_classes, hp.seg_channels, hp.seg_strides, hp.seg_res_units)
-        self.s_real = ResidualUNet(hp.in_channels, self.num_classes, hp.seg_channels, hp.seg_strides, hp.seg_res_units)
-
-    def segmentor_names(self) -> tuple[str, ...]:
-        return ("s_syn", "s_real")
+    def __init__(self, lambda_sup_gen: float = 1.0, translator_warmup_steps: int = 0, lambda_sup_ramp_steps: int = 0,
+                 **kwargs):
+        check_at_least(0, lambda_sup_gen=lambda_sup_gen, translator_warmup_steps=translator_warmup_steps,
+                       lambda_sup_ramp_steps=lambda_sup_ramp_steps)
+        super().__init__(**kwargs)
 
     # -- training: Algorithm 1 -----------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:

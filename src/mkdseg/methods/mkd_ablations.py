@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from mkdseg.methods.manual import ManualMethod, check_image_size
 from mkdseg.methods.mkd import MutualDistillation
-from mkdseg.methods.shared import check_segmentor_options, make_segmentor, segmentor_optimizer, segmentor_scheduler
+from mkdseg.methods.shared import segmentor_optimizer, segmentor_scheduler
 
 
 class MKDNoAlignment(MutualDistillation, ManualMethod):
@@ -18,7 +16,8 @@ class MKDNoAlignment(MutualDistillation, ManualMethod):
     S_syn is trained on the raw assistant images; the two distillation terms are MKD's
     (:func:`mkdseg.methods.mkd.mutual_distillation_losses` with ``fake_t = x_a``): S_syn teaches S_real
     on assistant images, S_real teaches S_syn on target images. One iteration is MKD's segmentor update
-    alone; the ensemble of S_syn and S_real segments at test time. The options are MKD's segmentor options.
+    alone; the ensemble of S_syn and S_real segments at test time. The options are MKD's without the
+    translator's: the distillation's (:class:`~mkdseg.methods.mkd.MutualDistillation`) and the segmentors'.
 
     Example:
         >>> m = MKDNoAlignment(image_size=32, seg_channels=(4, 8), seg_strides=(2,))
@@ -26,34 +25,10 @@ class MKDNoAlignment(MutualDistillation, ManualMethod):
         (['ens', 'real', 'syn'], False)
     """
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        data_spec: dict | None = None,
-        in_channels: int = 1,
-        seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
-        seg_strides: Sequence[int] = (2, 2, 2, 2),
-        seg_res_units: int = 2,
-        lambda_kd_real: float = 0.5,
-        lambda_kd_syn: float = 1.0,
-        kd_temperature: float = 1.0,
-        lr_seg: float = 2e-4,
-        seg_betas: tuple[float, float] = (0.9, 0.999),
-        seg_lr_decay: float = 0.9,
-        seg_lr_decay_epochs: int = 2,
-        eval_batch_size: int = 16,
-    ):
-        super().__init__(image_size, data_spec, eval_batch_size)
-        check_segmentor_options(locals())
-        for name in ("lambda_kd_real", "lambda_kd_syn"):
-            if locals()[name] < 0:
-                raise ValueError(f"model.{name} must be >= 0, got {locals()[name]}")
-        if kd_temperature <= 0:
-            raise ValueError(f"model.kd_temperature must be > 0, got {kd_temperature}")
-        self.save_hyperparameters()
-        self.s_syn = make_segmentor(self.hparams, self.num_classes)
-        self.s_real = make_segmentor(self.hparams, self.num_classes)
-        check_image_size(image_size, self.s_syn.size_divisor)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.build_segmentors()
+        check_image_size(self.hparams.image_size, self.s_syn.size_divisor)
 
     network_names = ("s_syn", "s_real")
 

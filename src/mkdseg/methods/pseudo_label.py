@@ -23,9 +23,11 @@ from monai.networks.layers import SkipConnection
 from torch import nn
 
 from mkdseg.methods.mean_teacher import MeanTeacher
-from mkdseg.methods.mixing import box_masks, class_masks, paste
+from mkdseg.methods.mixing import MixShape, box_masks, class_masks, paste
+from mkdseg.methods.options import check_at_least, check_choice
 from mkdseg.methods.shared import segment_together
 
+PseudoLabeller = Literal["teacher", "student", "rounds"]
 MixSource = Literal["unlabelled", "target", "assistant"]
 
 # Dice of the weighted softmax against the weighted one-hot pseudo-label: UniMatch's masked Dice
@@ -117,20 +119,21 @@ class WeakToStrong(MeanTeacher):
         ['loss_u_feature', 'loss_u_strong']
     """
 
-    def __init__(self, confidence: float = 0.95, pseudo_labeller: Literal["teacher", "student", "rounds"] = "teacher",
-                 round_steps: int = 500,
-                 mix: Literal["none", "cutmix", "classmix"] = "cutmix", mix_sources: Sequence[MixSource] = ("unlabelled",),
-                 mix_back: bool = False, feature_dropout: float = 0.0, **kwargs):
+    def __init__(self, confidence: float = 0.95, pseudo_labeller: PseudoLabeller = "teacher", round_steps: int = 500,
+                 mix: MixShape = "cutmix", mix_sources: Sequence[MixSource] = ("unlabelled",), mix_back: bool = False,
+                 feature_dropout: float = 0.0, **kwargs):
         if not 0 <= confidence <= 1:
             raise ValueError(f"model.confidence must be in [0, 1], got {confidence}")
         if not 0 <= feature_dropout < 1:
             raise ValueError(f"model.feature_dropout must be in [0, 1), got {feature_dropout}")
-        if round_steps < 1:
-            raise ValueError(f"model.round_steps must be >= 1, got {round_steps}")
+        check_at_least(1, round_steps=round_steps)
+        check_choice("pseudo_labeller", pseudo_labeller, PseudoLabeller)
+        check_choice("mix", mix, MixShape)
+        for source in mix_sources:
+            check_choice("mix_sources", source, MixSource)
         if mix != "none" and not mix_sources:
             raise ValueError(f"model.mix_sources: name at least one source to paste from (mix: {mix})")
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         if pseudo_labeller == "rounds":
             self.labeller = copy.deepcopy(self.teacher).requires_grad_(False)
             # the round the labeller was copied in: in the checkpoint, so a resumed run keeps its labeller

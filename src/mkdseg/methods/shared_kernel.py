@@ -8,7 +8,8 @@ import torch
 
 from mkdseg.losses import prototype_distillation_loss, supervised_loss
 from mkdseg.methods.manual import check_image_size
-from mkdseg.methods.shared import SegmentorMethod
+from mkdseg.methods.options import check_at_least, check_positive
+from mkdseg.methods.shared import SegmentorMethod, make_segmentor
 from mkdseg.nets.shared_kernel import SharedKernelUNet
 
 
@@ -19,7 +20,7 @@ class SharedKernelKD(SegmentorMethod):
     Args:
         lambda_proto: weight of :func:`~mkdseg.losses.prototype_distillation_loss` (0: shared kernels alone).
         proto_temperature: its softening temperature.
-        **kwargs: the segmentor options of :class:`SegmentorMethod`.
+        **kwargs: the segmentors' options (:class:`~mkdseg.methods.shared.SegmentorOptions`).
 
     Example:
         >>> m = SharedKernelKD(image_size=32, seg_channels=(4, 8), seg_strides=(2,))
@@ -28,14 +29,11 @@ class SharedKernelKD(SegmentorMethod):
     """
 
     def __init__(self, lambda_proto: float = 0.5, proto_temperature: float = 2.0, **kwargs):
-        if lambda_proto < 0:
-            raise ValueError(f"model.lambda_proto must be >= 0, got {lambda_proto}")
-        if proto_temperature <= 0:
-            raise ValueError(f"model.proto_temperature must be > 0, got {proto_temperature}")
+        check_at_least(0, lambda_proto=lambda_proto)
+        check_positive(proto_temperature=proto_temperature)
         super().__init__(**kwargs)
-        hp = self.hparams
-        self.net = SharedKernelUNet(hp.in_channels, self.num_classes, hp.seg_channels, hp.seg_strides, hp.seg_res_units)
-        check_image_size(hp.image_size, self.net.size_divisor)
+        self.net = make_segmentor(self.hparams, self.num_classes, SharedKernelUNet)
+        check_image_size(self.hparams.image_size, self.net.size_divisor)
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"seg": self.net(x, "t").float().softmax(1)}

@@ -19,6 +19,7 @@ from torch import nn
 from mkdseg.losses import supervised_loss
 from mkdseg.methods.cyclegan import CycleGANMethod
 from mkdseg.methods.manual import frozen
+from mkdseg.methods.options import check_at_least
 from mkdseg.methods.shared import make_segmentor, segment_together
 
 
@@ -33,7 +34,7 @@ class OfflineTranslation(CycleGANMethod):
 
     Args:
         translation_steps: iterations of the first stage (>= 0).
-        **kwargs: network and optimizer options of :class:`~mkdseg.methods.cyclegan.CycleGANMethod` (MKD's).
+        **kwargs: the translator's and the segmentors' options, MKD's (:class:`~mkdseg.methods.cyclegan.CycleGANMethod`).
 
     Example:
         >>> m = OfflineTranslation(image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4, seg_channels=(4, 8), seg_strides=(2,))
@@ -42,8 +43,7 @@ class OfflineTranslation(CycleGANMethod):
     """
 
     def __init__(self, translation_steps: int = 20000, **kwargs):
-        if translation_steps < 0:
-            raise ValueError(f"model.translation_steps must be >= 0, got {translation_steps}")
+        check_at_least(0, translation_steps=translation_steps)
         super().__init__(**kwargs)
 
     def build_segmentors(self) -> None:
@@ -97,15 +97,14 @@ class OnlineTranslation(CycleGANMethod):
 
     Args:
         lambda_shape: weight of the shape-consistency term in the generators' objective (Zhang et al.: 1).
-        **kwargs: network and optimizer options of :class:`~mkdseg.methods.cyclegan.CycleGANMethod` (MKD's).
+        **kwargs: the translator's and the segmentors' options, MKD's (:class:`~mkdseg.methods.cyclegan.CycleGANMethod`).
     """
 
     #: number of target segmentors (the ensemble variant sets 2)
     n_target_segmentors: int = 1
 
     def __init__(self, lambda_shape: float = 1.0, **kwargs):
-        if lambda_shape < 0:
-            raise ValueError(f"model.lambda_shape must be >= 0, got {lambda_shape}")
+        check_at_least(0, lambda_shape=lambda_shape)
         super().__init__(**kwargs)
 
     def build_segmentors(self) -> None:

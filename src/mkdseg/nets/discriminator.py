@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mkdseg.nets.layers import norm_layer
+from mkdseg.nets.layers import Norm, norm_layer
 
 
 class NLayerDiscriminator(nn.Module):
@@ -17,7 +17,7 @@ class NLayerDiscriminator(nn.Module):
         torch.Size([1, 1, 6, 6])
     """
 
-    def __init__(self, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, norm: str = "instance"):
+    def __init__(self, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, norm: Norm = "instance"):
         super().__init__()
         if ndf < 1 or n_layers < 1:
             raise ValueError(f"invalid discriminator size: ndf={ndf}, n_layers={n_layers}")

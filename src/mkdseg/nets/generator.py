@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
-from mkdseg.nets.layers import norm_layer
+from mkdseg.nets.layers import Norm, norm_layer
+
+Upsampling = Literal["transpose", "resize"]
+UPSAMPLING = get_args(Upsampling)
 
 
-UPSAMPLING = ("transpose", "resize")
-
-
-def upsample_x2(in_channels: int, out_channels: int, mode: str, padding: str, bias: bool) -> list[nn.Module]:
+def upsample_x2(in_channels: int, out_channels: int, mode: Upsampling, padding: str, bias: bool) -> list[nn.Module]:
     """Twice the resolution, ``in_channels -> out_channels``; ``mode`` as in :class:`ResnetGenerator`."""
     if mode == "transpose":
         return [nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=bias)]
@@ -22,7 +24,7 @@ def upsample_x2(in_channels: int, out_channels: int, mode: str, padding: str, bi
 class ResnetBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection; reflect padding keeps borders artefact-free."""
 
-    def __init__(self, channels: int, norm: str = "instance", padding: str = "reflect", dropout: float = 0.0):
+    def __init__(self, channels: int, norm: Norm = "instance", padding: str = "reflect", dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(2):
@@ -64,10 +66,10 @@ class ResnetGenerator(nn.Module):
         ngf: int = 64,
         n_blocks: int = 9,
         n_downsampling: int = 2,
-        norm: str = "instance",
+        norm: Norm = "instance",
         padding: str = "reflect",
         dropout: float = 0.0,
-        upsampling: str = "transpose",
+        upsampling: Upsampling = "transpose",
     ):
         super().__init__()
         if upsampling not in UPSAMPLING:

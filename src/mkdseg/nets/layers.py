@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from torch import nn
 
-NORMS = ("instance", "batch", "none")
+Norm = Literal["instance", "batch", "none"]
+NORMS = get_args(Norm)
 
 
-def norm_layer(kind: str, channels: int) -> nn.Module:
+def norm_layer(kind: Norm, channels: int) -> nn.Module:
     """The normalisation layer CycleGAN uses for ``kind`` (instance norm without affine by default)."""
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)

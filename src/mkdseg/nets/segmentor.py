@@ -10,6 +10,19 @@ from monai.networks.nets import UNet
 from torch import nn
 
 
+def unet_size_divisor(channels: Sequence[int], strides: Sequence[int], min_levels: int = 2, network: str = "segmentor") -> int:
+    """What the height and width a U-Net takes must be divisible by: the product of its ``strides``.
+    ``ValueError`` unless it has at least ``min_levels`` levels (``channels``) and a stride between each two.
+
+    >>> unet_size_divisor((8, 16, 32), (2, 2))
+    4
+    """
+    if len(channels) < min_levels or len(strides) != len(channels) - 1:
+        raise ValueError(f"{network} needs len(channels) >= {min_levels} and len(strides) == len(channels) - 1, "
+                         f"got {tuple(channels)} and {tuple(strides)}")
+    return math.prod(strides)
+
+
 class ResidualUNet(nn.Module):
     """``[B, in_channels, H, W] -> [B, num_classes, H, W]`` logits.
 
@@ -32,9 +45,7 @@ class ResidualUNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if len(strides) != len(channels) - 1:
-            raise ValueError(f"segmentor needs len(strides) == len(channels) - 1, got {len(strides)} and {len(channels)}")
-        self.size_divisor = math.prod(strides)
+        self.size_divisor = unet_size_divisor(channels, strides)
         self.num_classes = num_classes
         self.net = UNet(
             spatial_dims=2,

@@ -35,7 +35,8 @@ class ModalityNorm(nn.Module):
 
 class SharedKernelUNet(nn.Module):
     """``forward(x [B, in_channels, H, W], modality) -> [B, num_classes, H, W]`` logits: the kernels of one
-    :class:`ResidualUNet`, the normalisation of ``modality`` (one of ``modalities``).
+    :class:`ResidualUNet` (built from ``unet_options``, its arguments), the normalisation of ``modality``
+    (one of ``modalities``).
 
     Example:
         >>> net = SharedKernelUNet(num_classes=3, channels=(4, 8), strides=(2,), num_res_units=1)
@@ -47,18 +48,10 @@ class SharedKernelUNet(nn.Module):
         False
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 8,
-        channels: Sequence[int] = (32, 64, 128, 256, 512),
-        strides: Sequence[int] = (2, 2, 2, 2),
-        num_res_units: int = 2,
-        modalities: Sequence[str] = ("a", "t"),
-    ):
+    def __init__(self, *, modalities: Sequence[str] = ("a", "t"), **unet_options):
         super().__init__()
         self.modalities = tuple(modalities)
-        self.unet = ResidualUNet(in_channels, num_classes, channels, strides, num_res_units)
+        self.unet = ResidualUNet(**unet_options)
         self.size_divisor = self.unet.size_divisor
         self.norms: list[ModalityNorm] = []
         for name, module in list(self.unet.named_modules()):

@@ -10,12 +10,13 @@ shallower level exists once per stream, with its own skip connections.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
+
+from mkdseg.nets.segmentor import unet_size_divisor
 
 
 class XShapeNet(nn.Module):
@@ -44,13 +45,9 @@ class XShapeNet(nn.Module):
     ):
         super().__init__()
         channels, strides = tuple(channels), tuple(strides)
-        if len(channels) < 3 or len(strides) != len(channels) - 1:
-            raise ValueError(
-                f"XShapeNet needs len(channels) >= 3 and len(strides) == len(channels) - 1, got {channels} and {strides}"
-            )
+        self.size_divisor = unet_size_divisor(channels, strides, min_levels=3, network="XShapeNet")
         if len(set(streams)) != len(streams) or not streams:
             raise ValueError(f"streams must be distinct names, got {tuple(streams)}")
-        self.size_divisor = math.prod(strides)
         self.streams = tuple(streams)
         depth = len(channels) - 1  # number of down-sampling units, as in MONAI's UNet
         units = max(num_res_units, 1)
