@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=str(ROOT / "data_cache"))
     parser.add_argument("--no-memory", action="store_true", help="CPU: skip the peak memory (a fresh process per variant)")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # internal: CPU memory of one variant
-    parser.add_argument("--out", default=None, help="also write the report here (e.g. benchmarks/RESULTS_scale.md)")
+    parser.add_argument("--out", default=None, help="also write the report here (e.g. a file to paste into benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
     if args.threads:
