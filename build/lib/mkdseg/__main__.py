@@ -1,0 +1,5 @@
+import sys
+
+from mkdseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""Which checkpoints can segment: restore a method and check it records what inference needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mkdseg.data.nifti import InputError, MissingInputError
+from mkdseg.labels import DataSpec
+
+
+def load_segmentor(ckpt_path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, int]:
+    """Restore a checkpoint's method (:func:`mkdseg.methods.load_method`) and check it can segment:
+    returns ``(model, image_size)``; raises :class:`InputError` naming the file."""
+    from mkdseg.methods import load_method  # looked up at call time (the tests stand a model in for it)
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: checkpoint file not found")
+    try:
+        model = load_method(path, map_location=device)
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as e:
+        message = str(e) if str(path) in str(e) else f"{path}: {e}"
+        raise InputError(f"cannot restore a segmentation model: {message}") from e
+    kind = type(model).__name__
+    if not callable(getattr(model, "predict_proba", None)):
+        raise InputError(f"{path}: holds a {kind}, which has no segmentor (predict_proba); "
+                         "mkdseg segment needs the checkpoint of a segmentation method")
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, DataSpec) or getattr(model, "num_classes", None) != spec.num_classes:
+        raise InputError(f"{path}: the {kind} in it does not record which structures it segments (model.spec)")
+    image_size = getattr(model, "hparams", {}).get("image_size", getattr(model, "image_size", None))
+    if not isinstance(image_size, int) or image_size < 1:
+        raise InputError(f"{path}: the {kind} in it does not record its slice size (hparams['image_size'])")
+    return model, image_size

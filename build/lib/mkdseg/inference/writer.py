@@ -1,0 +1,113 @@
+"""Label maps written in the geometry of the scan: ``mkdseg segment``'s per-file work and the back end
+of ``mkdseg predict``'s writer (:class:`mkdseg.callbacks.VolumePredictionWriter`).
+
+The volume is reoriented to canonical RAS for prediction and the label map reoriented back, so the
+output has the input's shape, affine, qform/sform and orientation whatever they are. Labels are written
+as the target dataset's own codes (``codes="dataset"``, the default) or as class indices (``"index"``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from mkdseg.data.cache import VolumeRecord
+from mkdseg.data.nifti import (
+    Geometry,
+    InputError,
+    OutputExistsError,
+    from_canonical,
+    is_nifti_path,
+    load_image,
+    save_like,
+    to_canonical,
+)
+from mkdseg.data.roi import Box, from_slicing_view, slicing_view
+from mkdseg.inference.device import SlicePredictor
+from mkdseg.inference.regions import paste_probabilities, segment_canonical
+from mkdseg.labels import DataSpec
+
+CODE_CHOICES = ("dataset", "index", "mmwhs")  # mmwhs: the name of `dataset` before label sets (MM-WHS codes)
+
+
+def output_values(classes: np.ndarray, spec: DataSpec, codes: str = "dataset") -> np.ndarray:
+    """Class indices as written: the target dataset's codes (``dataset``) or the indices (``index``)."""
+    return classes.astype(np.uint8) if codes == "index" else spec.classes_to_codes(classes)
+
+
+def segment_file(image_path: str | Path, output_path: str | Path, predict: SlicePredictor, spec: DataSpec,
+                 codes: str = "dataset", overwrite: bool = False, batch_size: int = 8, crop: bool = True,
+                 progress: bool = False, orientation: str | None = None) -> Path:
+    """Segment one NIfTI scan and write its label map (the target dataset's codes, int16; or class
+    indices, uint8) with the input's shape, affine and header. Written atomically; an existing output
+    is refused unless ``overwrite``. ``orientation``: the array's true orientation if the header's is wrong
+    (as given to ``mkdseg preprocess``)."""
+    if codes not in CODE_CHOICES:
+        raise ValueError(f"codes must be one of {CODE_CHOICES}, got {codes!r}")
+    output_path = Path(output_path)
+    if not is_nifti_path(output_path):
+        raise InputError(f"{output_path}: output must end in .nii or .nii.gz")
+    if output_path.exists() and output_path.resolve() == Path(image_path).resolve():
+        raise InputError(f"{output_path}: output would replace the input scan; choose another output path")
+    if output_path.exists() and not overwrite:  # fail before the expensive part
+        raise OutputExistsError(f"{output_path}: output exists; pass --overwrite to replace it")
+    image, geometry = load_image(image_path)
+    geometry = geometry.declared_as(orientation)
+    canonical = to_canonical(image, geometry)
+    classes = segment_canonical(canonical, geometry.canonical_spacing, predict, spec, batch_size, crop,
+                                progress=progress, desc=Path(image_path).name)
+    del image, canonical
+    return save_like(output_values(from_canonical(classes, geometry), spec, codes), geometry, output_path, overwrite=overwrite)
+
+
+def record_geometry(record: VolumeRecord, shape: tuple[int, ...] | None = None) -> Geometry:
+    """The geometry of the scan a cached volume was preprocessed from (``shape``: where the record has none,
+    as the phantom's, whose cached grid is its original grid)."""
+    affine = np.asarray(record.affine if record.affine is not None else np.eye(4), dtype=np.float64)
+    header = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), affine).header
+    shape = tuple(record.original_shape) if record.original_shape else shape
+    return Geometry(Path(record.image_file), shape, affine, header).declared_as(record.extra.get("declared_orientation"))
+
+
+class ScanCanvas:
+    """The label map of the scan a cached volume was preprocessed from, filled batch by batch from slice
+    probabilities ``[S, C, size, size]``: each slice back into its box (:attr:`VolumeRecord.crop_box`) in
+    the scan's grid, the rest background. Records without a crop box are their own original grid."""
+
+    def __init__(self, record: VolumeRecord, spec: DataSpec):
+        self.record, self.spec = record, spec
+        self._slices: list[np.ndarray] = []  # without a crop box: the cached slices' labels, in order
+        self._view = None
+        if record.crop_box is not None:
+            canonical = record_geometry(record).canonical_shape
+            self._view = np.zeros(slicing_view(np.empty(canonical, bool), spec.slice_axis).shape, dtype=np.uint8)
+            self._box = Box(*(tuple(r) for r in record.crop_box))
+
+    def paste(self, probs: torch.Tensor, positions: np.ndarray) -> None:
+        """The probabilities of the cached slices at ``positions`` (indices into the cached volume)."""
+        if self._view is None:
+            self._slices.append(probs.max(1).indices.to(torch.uint8).numpy())
+        else:
+            paste_probabilities(probs, self._box, self._view, np.asarray(self.record.slice_indices)[positions])
+
+    def labels(self) -> tuple[np.ndarray, Geometry]:
+        """Class indices (uint8, in the file's axes and shape) and the scan's geometry."""
+        if self._view is None:
+            stack = np.concatenate(self._slices)
+            geometry = record_geometry(self.record, stack.shape)
+            return stack.reshape(geometry.shape), geometry
+        geometry = record_geometry(self.record)
+        return from_canonical(np.ascontiguousarray(from_slicing_view(self._view, self.spec.slice_axis)), geometry), geometry
+
+
+def write_cached_prediction(probs: torch.Tensor, record: VolumeRecord, spec: DataSpec, path: str | Path,
+                            codes: str = "dataset") -> Path:
+    """Write the slice probabilities ``[S, C, size, size]`` of a cached volume as a label map in the
+    geometry of the scan it was preprocessed from (:class:`ScanCanvas`)."""
+    canvas = ScanCanvas(record, spec)
+    canvas.paste(probs, np.arange(len(probs)))
+    classes, geometry = canvas.labels()
+    return save_like(output_values(classes, spec, codes), geometry, path, overwrite=True)

@@ -1,0 +1,267 @@
+"""What every training method shares: evaluation on whole volumes and its summary, checkpoint identity.
+
+A method subclasses :class:`SegmentationMethod`, builds its networks, implements ``training_step``
+and ``configure_optimizers``, and says how it predicts in :meth:`predict_components`. Validation,
+test, prediction and metric logging are the same for every method; the result files of a test are
+written from :meth:`SegmentationMethod.evaluation_summary` by
+:class:`mkdseg.reports.EvaluationReportWriter`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from mkdseg.data.nifti import load_label
+from mkdseg.inference.writer import ScanCanvas, record_geometry
+from mkdseg.labels import DataSpec
+from mkdseg.metrics import format_table, summarize, volume_scores
+from mkdseg.methods.distributed import gather_per_rank
+from mkdseg.methods.options import check_at_least
+from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
+
+METHOD_KEY = "mkdseg_method"
+
+
+class SegmentationMethod(L.LightningModule):
+    """Base class. Subclasses build their networks with ``self.num_classes`` outputs and set ``primary_predictor``.
+
+    A subclass declares only its own options and forwards the rest (``**kwargs``) to ``super().__init__``:
+    the CLI follows them up the class hierarchy to list every option, and this class records them all in
+    ``hparams``, from which a checkpoint rebuilds the method.
+
+    Args:
+        image_size: slice size the networks are trained on (divisible by every network's size divisor);
+            the CLI links it from the data (``data.image_size``).
+        data_spec: what the model segments, a :class:`mkdseg.labels.DataSpec` as a dict: the structures in
+            class order, the target dataset's codes, how slices were cut. The CLI links it from the data
+            (``data.data_spec``), so it is stored in every checkpoint; ``None`` is the cardiac phantom's.
+        eval_batch_size: slices per forward when whole volumes are segmented (validation, test, prediction).
+    """
+
+    #: name of the component of :meth:`predict_components` used at test time and by ``mkdseg segment``
+    primary_predictor: str = "seg"
+    #: tests score surface distances too (most of a test's time on whole scans); a caller that needs only
+    #: Dice from a test (``mkdseg compare``'s look at the final weights) switches them off
+    assd_in_test: bool = True
+
+    def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
+        super().__init__()
+        check_at_least(1, eval_batch_size=eval_batch_size)
+        self.save_hyperparameters()  # the options of every __init__ up the call chain, the subclasses' too
+        self.spec = DataSpec.from_dict(data_spec)
+        self.image_size, self.num_classes, self.eval_batch_size = image_size, self.spec.num_classes, eval_batch_size
+        self._eval_rows: list[dict] = []
+        self._summaries: dict[str, dict] = {}  # stage -> its latest evaluation (see evaluation_summary)
+        self._scan_labels: dict[str, tuple] = {}  # label file -> (classes, spacing), see scan_label
+
+    # -- prediction ----------------------------------------------------------------------------
+    def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x [B, 1, H, W]`` in [-1, 1] -> ``{name: softmax probabilities [B, C, H, W]}``."""
+        raise NotImplementedError
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``[B, C, H, W]`` of the method's test-time predictor."""
+        return self.predict_components(x)[self.primary_predictor]
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode, no gradients, inside the block; the previous mode afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    def sample_outputs(self, x_t: torch.Tensor, x_a: torch.Tensor) -> dict:
+        """What the sample figures show: ``{"segmentation": {predictor: labels [B, H, W]}}``; methods with
+        a translator add ``"translation": (G_at(x_a), G_ta(G_at(x_a)))``. Inputs and outputs on the CPU."""
+        with self.evaluating():
+            components = self.predict_components(x_t.to(self.device))
+            return {"segmentation": {k: v.argmax(1).cpu() for k, v in components.items()}}
+
+    @torch.no_grad()
+    def predict_volume(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``image [S, 1, H, W]`` -> ``{name: label map [S, H, W] uint8}``, in chunks of ``eval_batch_size`` slices."""
+        labels: dict[str, list[torch.Tensor]] = {}
+        for chunk in image.split(self.eval_batch_size):
+            for name, probs in self.predict_components(chunk.to(self.device)).items():
+                labels.setdefault(name, []).append(probs.argmax(1).to(torch.uint8).cpu())
+        return {name: torch.cat(parts) for name, parts in labels.items()}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _evaluate(self, batch: dict, with_assd: bool) -> None:
+        """Score every predictor on one volume. A volume preprocessed from a labelled scan is scored as a user
+        gets it: its slices' predictions put back into the scan's own grid (as ``mkdseg segment`` and
+        ``predict`` write them) against the scan's own label file, in mm of that grid. Other volumes (the
+        phantom's, caches written before they recorded their label file) are scored on their cached slices."""
+        record = batch.get("record")
+        label_file = record.extra.get("source_label_path") if record is not None else None
+        if label_file:
+            predictions, truth, spacing = self.predict_in_scan(batch["image"], record), *self.scan_label(record)
+        elif "label" in batch:
+            predictions, truth, spacing = self.predict_volume(batch["image"]), batch["label"], batch["spacing"].tolist()
+        else:
+            raise ValueError(f"volume {batch.get('subject')} has no label: cannot evaluate")
+        for name, pred in predictions.items():
+            scores = volume_scores(pred, truth, self.spec.structures, spacing, with_assd)
+            for structure, values in scores.items():
+                self._eval_rows.append({"predictor": name, "subject": batch["subject"], "structure": structure, **values})
+
+    @torch.no_grad()
+    def predict_in_scan(self, image: torch.Tensor, record) -> dict[str, np.ndarray]:
+        """``image [S, 1, H, W]`` (a cached volume) -> ``{predictor: class indices in the scan's own grid}``."""
+        canvases: dict[str, ScanCanvas] = {}
+        positions = torch.arange(len(image))
+        for chunk, at in zip(image.split(self.eval_batch_size), positions.split(self.eval_batch_size)):
+            for name, probs in self.predict_components(chunk.to(self.device)).items():
+                canvases.setdefault(name, ScanCanvas(record, self.spec)).paste(probs.float().cpu(), at.numpy())
+        in_scan = {}
+        for name, canvas in canvases.items():
+            labels, geometry = canvas.labels()
+            in_scan[name] = labels.reshape(geometry.shape3d)
+        return in_scan
+
+    def scan_label(self, record) -> tuple[np.ndarray, tuple[float, float, float]]:
+        """The run's classes in the scan's own label file (other codes: background) and the scan's voxel size,
+        read once per volume and kept: validation scores the same volumes again and again."""
+        key = record.extra["source_label_path"]
+        if key not in self._scan_labels:
+            geometry = record_geometry(record)
+            codes = load_label(key, like=geometry)
+            self._scan_labels[key] = (self.spec.codes_to_classes(codes), geometry.spacing)
+        return self._scan_labels[key]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, with_assd=False)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, with_assd=self.assd_in_test)
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """The primary predictor's probabilities of a cached volume, slice by slice (``[S, C, H, W]``, on the CPU)."""
+        chunks = [self.predict_proba(c.to(self.device)).float().cpu() for c in batch["image"].split(self.eval_batch_size)]
+        return {"subject": batch["subject"], "record": batch["record"], "probabilities": torch.cat(chunks)}
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rows = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _gathered_rows(self) -> list[dict]:
+        """Rows from every rank, without the duplicates a padded distributed sampler adds."""
+        rows = [r for part in gather_per_rank(self._eval_rows) for r in part]
+        unique = {(r["predictor"], r["subject"], r["structure"]): r for r in rows}
+        return list(unique.values())
+
+    def _log_summary(self, stage: str) -> dict:
+        rows = self._gathered_rows()
+        summary = summarize(rows, "dice")
+        for predictor, entry in summary.items():
+            for structure, stats in entry.items():
+                if math.isnan(stats["mean"]):
+                    continue
+                key = f"{stage}/dice_{predictor}" if structure == "mean" else f"{stage}/dice_{predictor}/{structure}"
+                # identical on every rank after the gather, so no further reduction
+                self.log(key, stats["mean"], sync_dist=False, rank_zero_only=False)
+        primary = summary.get(self.primary_predictor, {}).get("mean", {}).get("mean", float("nan"))
+        if not math.isnan(primary):
+            self.log(f"{stage}/dice", primary, prog_bar=True)
+        self._summaries[stage] = {"stage": stage, "step": self.global_step, "rows": rows, "dice": summary}
+        return self._summaries[stage]
+
+    def evaluation_summary(self, stage: str) -> dict:
+        """The latest evaluation of ``stage`` (``"val"`` or ``"test"``): ``{"stage", "step", "rows": per volume,
+        structure and predictor, "dice": summarize(rows)}`` (and ``"assd"`` after a test). What callbacks,
+        the demo and the benchmark harness report (:class:`mkdseg.reports.EvaluationReportWriter` writes the
+        test's to ``summary.json`` and ``per_case.csv``); ``LookupError`` if ``stage`` has not been evaluated."""
+        if stage not in self._summaries:
+            raise LookupError(f"no {stage} evaluation has run on this {type(self).__name__}")
+        return self._summaries[stage]
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_summary("val")
+
+    def on_test_epoch_end(self) -> None:
+        result = self._log_summary("test")
+        result["assd"] = summarize([r for r in result["rows"] if "assd" in r], "assd")
+        if self.trainer.is_global_zero:  # the files: mkdseg.reports.EvaluationReportWriter
+            rank_zero_info("\nPer-volume Dice (%) over the test volumes, mean ± std:\n" + format_table(result["dice"]))
+            rank_zero_info("\nASSD (mm), mean ± std:\n" + format_table(result["assd"], "ASSD", scale=1.0))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[METHOD_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        save_training_state(self, checkpoint)  # random streams of every rank, loss scales (exact resume)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        load_training_state(self, checkpoint)
+
+    def on_train_start(self) -> None:
+        resume_training_state(self)
+
+    # -- learning-rate schedules ---------------------------------------------------------------
+    def completed_an_epoch(self) -> bool:
+        """Whether the iterations trained so far end a whole epoch of data. Lightning also runs its
+        epoch-end hooks when ``max_steps`` stops a run in mid-epoch; an epoch schedule stepped there
+        would make a run that is later extended differ from one trained straight through."""
+        batches = self.trainer.num_training_batches
+        return self.trainer.global_step > 0 and batches != float("inf") and self.trainer.global_step % batches == 0
+
+    def step_epoch_schedulers(self) -> None:
+        """Manual optimisation: step every scheduler at the end of each whole epoch of data."""
+        if self.completed_an_epoch():
+            schedulers = self.lr_schedulers() or []
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """Automatic optimisation: Lightning steps ``interval: epoch`` schedulers here; only whole epochs count."""
+        if self.completed_an_epoch():
+            scheduler.step() if metric is None else scheduler.step(metric)
+
+
+def load_method(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationMethod:
+    """Restore the method (class and weights) that wrote a checkpoint, in eval mode."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
+    class_path = checkpoint.get(METHOD_KEY) if isinstance(checkpoint, dict) else None
+    if not class_path:
+        raise ValueError(f"{path}: not an mkdseg checkpoint (no '{METHOD_KEY}' entry)")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    upgrade_hyperparameters(checkpoint.get("hyper_parameters", {}), path)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    model = cls.load_from_checkpoint(buffer, map_location=map_location)
+    return model.eval()
+
+
+def upgrade_hyperparameters(hparams: dict, path: Path) -> None:
+    """Checkpoints written before models recorded their label set hold ``num_classes`` instead of
+    ``data_spec``; mkdseg then read only MM-WHS and the phantom, so such a model is MM-WHS's seven."""
+    if "num_classes" not in hparams:
+        return
+    num_classes = hparams.pop("num_classes")
+    if num_classes != DataSpec.mmwhs().num_classes:
+        raise ValueError(f"{path}: an old checkpoint with {num_classes} classes and no label set; "
+                         "cannot tell which structures it segments")
+    hparams.setdefault("data_spec", None)

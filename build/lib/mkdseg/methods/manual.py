@@ -1,0 +1,146 @@
+"""What every manually optimised method shares: several optimizers stepped by hand, one *phase* at a time.
+
+An iteration is a sequence of phases (MKD: generators, discriminators, segmentors), each one backward
+of its loss and a step of its optimizers (:meth:`ManualMethod._step`). ``trainer.global_step`` counts
+iterations, not optimizer steps: every step is taken :func:`uncounted` and the phase that ends the
+iteration counts it once (:func:`count_iteration`), so ``max_steps`` and every step-based interval
+count iterations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch import nn
+
+from mkdseg.methods.amp import PhaseLossScaling
+from mkdseg.methods.shared import SegmentorOptions
+
+
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of ``modules`` take no gradient inside the block (restored afterwards)."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def uncounted(optimizer) -> Iterator[None]:
+    """Step ``optimizer`` without advancing ``trainer.global_step``.
+
+    Lightning counts every optimizer step, six per MKD iteration; ``max_steps``, checkpoint intervals
+    and step-based schedules must count iterations: every step is taken uncounted and each iteration
+    is counted once by :func:`count_iteration`.
+
+    This uses Lightning's private step hooks, deliberately: Lightning 2.6 has no public way to count
+    one iteration per ``training_step`` under manual optimization. Its manual loop
+    (``lightning.pytorch.loops.optimization.manual._ManualOptimization.on_run_start``) installs
+    ``_on_before_step``/``_on_after_step`` on every :class:`LightningOptimizer` for the duration of the
+    ``training_step``, and ``LightningOptimizer.step`` calls them, so ``trainer.global_step`` (that
+    loop's ``optim_step_progress.total.completed``) grows by one per optimizer step. Upstream issue:
+    Lightning-AI/pytorch-lightning#17958 "incorrect global_step with multiple optimizers and
+    automatic_optimization=False" (open; the fix, PR #19589, is unmerged). The public alternatives
+    fail here: stepping the raw ``optimizer.optimizer`` bypasses the strategy's ``optimizer_step``
+    (precision plugin, ``on_before_optimizer_step`` hooks, sharded strategies), and counting only via
+    the last optimizer's ``step()`` loses the iteration whenever a loss-scale overflow makes
+    :class:`~torch.amp.GradScaler` skip that step. Revisit when #17958 is resolved; the tests in
+    ``tests/test_mkd_step.py`` and ``tests/test_resume.py`` pin the counting.
+    """
+    if not isinstance(optimizer, LightningOptimizer):
+        yield
+        return
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = lambda: None
+    try:
+        yield
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+def count_iteration(optimizer) -> None:
+    """Advance ``trainer.global_step`` by one, as one counted step of ``optimizer`` would (whether or
+    not a mixed-precision overflow made the scaler skip the actual steps)."""
+    if isinstance(optimizer, LightningOptimizer):
+        optimizer._on_before_step()
+        optimizer._on_after_step()
+
+
+def check_image_size(image_size: int, *divisors: int) -> None:
+    """``ValueError`` naming ``data.image_size`` unless every network (``divisors``) can take it."""
+    for d in divisors:
+        if image_size < d or image_size % d:
+            raise ValueError(
+                f"image_size={image_size} cannot be taken by the networks: it must be a multiple of {max(divisors)} "
+                "(generator down-sampling and segmentor strides); set data.image_size accordingly"
+            )
+
+
+class ManualMethod(SegmentorOptions):
+    """Base of the methods that step their optimizers by hand (see the module docstring). Its options are
+    those of the segmentors (:class:`~mkdseg.methods.shared.SegmentorOptions`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+        self.loss_scaling = PhaseLossScaling()  # one GradScaler per phase under 16-bit mixed precision
+
+    def setup(self, stage: str) -> None:
+        # Lightning's precision plugin would step and update its one scaler at each of the iteration's
+        # optimizer steps; the phases take it over (a no-op without 16-bit mixed precision)
+        self.loss_scaling.adopt(self.trainer)
+
+    #: the networks' attribute names, one optimizer each, in optimizer order
+    network_names: tuple[str, ...] = ()
+
+    def named_optimizers(self) -> dict:
+        return dict(zip(self.network_names, self.optimizers()))
+
+    def _step(self, loss: torch.Tensor, *networks: str, count_last: bool = False) -> None:
+        """zero_grad, one backward of ``loss`` and a step of the optimizer of each of ``networks``
+        (attribute names of networks with disjoint parameters, e.g. ``"g_at", "g_ta"``).
+
+        One *phase* of the iteration, named ``"g_at+g_ta"``. Under 16-bit mixed precision the phase has a
+        loss scale of its own (:class:`~mkdseg.methods.training_state.PhaseLossScaling`): an optimizer whose
+        gradients overflowed skips its step (counted in ``train/amp_skipped/<phase>``) and the scale is
+        updated once per phase. ``count_last``: this phase ends the iteration, which advances
+        ``trainer.global_step`` by one.
+        """
+        named = self.named_optimizers()
+        optimizers = [named[n] for n in networks]
+        scaling = self.loss_scaling
+        phase = "+".join(networks)
+        scaler = scaling.scaler(phase)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(scaler.scale(loss))
+        for opt in optimizers:
+            with uncounted(opt):
+                scaler.step(opt)  # unscales; steps only if this optimizer's gradients are finite
+        scaling.update(phase)
+        if scaling.enabled:
+            self.log(f"train/amp_scale/{phase}", scaler.get_scale(), on_step=True, on_epoch=False, batch_size=1)
+            self.log(f"train/amp_skipped/{phase}", float(scaling.skipped[phase]), on_step=True, on_epoch=False, batch_size=1)
+        if count_last:
+            count_iteration(optimizers[-1])
+        self.on_phase_end(phase)
+
+    def on_phase_end(self, phase: str) -> None:
+        """Called after each phase's optimizer steps (``phase`` e.g. ``"g_at+g_ta"``); override to observe
+        the networks between phases (the tests check which networks each phase changed)."""
+
+    def on_train_epoch_end(self) -> None:
+        self.step_epoch_schedulers()  # the segmentors' LR decay
+
+    def log_losses(self, losses: dict[str, torch.Tensor], batch: dict) -> None:
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True, on_epoch=False,
+                      batch_size=batch["x_t"].shape[0])
