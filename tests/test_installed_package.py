@@ -4,6 +4,7 @@ studies, and nothing reads the source checkout."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,8 +12,12 @@ from conftest import REPO
 
 
 def test_table1_plans_from_an_installed_wheel(tmp_path, phantom_root):
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w", str(wheels)]
+    wheels, site, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+    # built from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source), "-w", str(wheels)]
     subprocess.run(build, check=True, cwd=tmp_path, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("mkdseg-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

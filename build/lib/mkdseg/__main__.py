@@ -1,5 +1,0 @@
-import sys
-
-from mkdseg.cli import main
-
-sys.exit(main())
