@@ -55,7 +55,7 @@ def test_two_methods_two_draws_tabled_recommended_and_resumed(phantom_cache, tin
     val = {m: sum(float(r["val_dice"]) for r in rows if r["method"] == m) / 2 for m in ("joint", "recipe")}
     chosen = max(val, key=val.get)
     assert f"Recommended: **{chosen}**" in report
-    assert f"--config {resolve_method(chosen).path}" in report and "--data.n_target=1" in report
+    assert f"--config {tiny_size} --config {chosen} " in report and "--data.n_target=1" in report  # presets by name
 
     # the committed record is finished_runs.jsonl: with the run folders gone, the same tables come from it
     index = [json.loads(line) for line in (out / "finished_runs.jsonl").read_text().splitlines()]

@@ -31,7 +31,7 @@ from mkdseg.compare.recommend import recommend
 from mkdseg.compare.runs import RunIndex, RunSpec, curve_cell, machine_description, tested_validation, train
 from mkdseg.compare.studies import Study, StudyRow, load_study, method_rows, study_names
 from mkdseg.compare.tables import aggregate, bar_chart, markdown_table, structures_of
-from mkdseg.presets import METHODS, PRESETS, SIZES, method_names
+from mkdseg.presets import METHODS, PRESETS, SIZES, method_names, preset_path
 
 __all__ = ["PRESETS", "compare_main", "preset_names", "resolve_method", "resolve_size", "stage_overrides"]
 
@@ -318,10 +318,15 @@ def final_args(size: Path, method: Method, overrides: tuple[str, ...], cache: Pa
                budget: int) -> list[str]:
     """The recommended row's ``mkdseg fit`` arguments: fold 0's training subjects (its held-out fold stays
     for ``mkdseg test``), validation picking the weights as in the comparison, into ``OUT/final/<method>``."""
-    return ["--config", str(size), "--config", str(method.path), f"--data.root={cache}",
+    return ["--config", config_name(size), "--config", config_name(method.path), f"--data.root={cache}",
             f"--data.n_target={'null' if n is None else n}", *stage_overrides(method, budget),
             *validation_overrides(yaml.safe_load(size.read_text()) or {}, budget), *_overrides(args.sets), *overrides,
             f"--trainer.default_root_dir={(args.out / 'final' / method.name).resolve()}"]
+
+
+def config_name(path: Path) -> str:
+    """A shipped preset by its name (``mkdseg fit --config cpu`` reads it), any other config by its path."""
+    return path.stem if preset_path(path.stem) == path else str(path)
 
 
 def final_command(size: Path, method: Method, overrides: tuple[str, ...], cache: Path, n: int | None, args,
