@@ -2,7 +2,7 @@
 
 The method computes and logs the evaluation (:meth:`mkdseg.methods.base.SegmentationMethod.evaluation_summary`);
 writing it to files is a callback's job, :class:`EvaluationReportWriter`, which ``mkdseg`` registers
-for every run (``trainer_defaults`` in :mod:`mkdseg.cli`). A plain ``L.Trainer`` writes them when given it.
+for every run (``trainer_defaults`` in :mod:`mkdseg.training`). A plain ``L.Trainer`` writes them when given it.
 """
 
 from __future__ import annotations
