@@ -122,7 +122,8 @@ def test_a_missing_cache_without_datasets_is_refused(tmp_path, capsys):
 
 def test_every_method_preset_names_a_method_class_that_imports():
     for path in sorted((PRESETS / "methods").glob("*.yaml")):
-        stage_overrides(resolve_method(path.stem), 10)
+        overrides = stage_overrides(resolve_method(path.stem), 10)  # imports the preset's model class
+        assert overrides[-1] in ("--trainer.max_steps=10", "--trainer.max_steps=20"), (path.stem, overrides)
 
 
 @pytest.mark.parametrize("name", preset_names())

@@ -22,11 +22,8 @@ from mkdseg.data import UnpairedSliceDataModule
 from mkdseg.methods import SegmentationMethod
 from mkdseg.presets import with_preset_paths
 
-#: the checkpoint callback that keeps the weights of a fit's best validation (``val/dice``: the primary predictor's)
-BEST_CHECKPOINT = {
-    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-    "init_args": {"monitor": "val/dice", "mode": "max", "save_top_k": 1, "filename": "best-{step}"},
-}
+#: the metric whose best value a run's best-validation checkpoint keeps (the primary predictor's mean Dice)
+BEST_MONITOR = "val/dice"
 
 
 class MKDSegCLI(LightningCLI):
@@ -120,7 +117,7 @@ def best_checkpoint(trainer):
     if datamodule is not None and getattr(datamodule.hparams, "n_val", 1) == 0:
         return None
     for callback in trainer.callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor == BEST_CHECKPOINT["init_args"]["monitor"]:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor == BEST_MONITOR:
             if not callback.best_model_path:
                 raise RuntimeError("best-validation weights: no validation ran within trainer.max_steps (is data.n_val 0, "
                                    "or trainer.val_check_interval past max_steps?), so there are no best weights to test")

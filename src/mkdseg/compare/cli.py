@@ -280,7 +280,7 @@ def _compare(args, argv: list[str]) -> int:
     lines = [f"# mkdseg compare: {args.out}", ""]
     final_choice = None
     for n, per_group in plan.items():
-        by_group = {g: [index.get(s) for s in specs if index.get(s) is not None] for g, specs in per_group.items()}
+        by_group = {g: [r for r in map(index.get, specs) if r is not None] for g, specs in per_group.items()}
         rows = {row: by_group[row.group] for row in study.rows if by_group.get(row.group)}
         if not rows:
             continue
