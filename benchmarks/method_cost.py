@@ -2,8 +2,10 @@
 
     python -m benchmarks.method_cost --root data_cache/abdomen64 --out benchmarks/results/method_cost
     python -m benchmarks.method_cost --phantom --image-size 32 --steps 3 --rounds 1   # the test suite's tiny run
+    python -m benchmarks.method_cost --root data_cache/abdomen128 --image-size 128 --study recipe_ablation
 
-Each setting (a ``mkdseg compare`` method preset: its method, options and data options) trains through
+Each setting (a ``mkdseg compare`` method preset: its method, options and data options; or with ``--study``, each
+row of a compare study: its preset with the row's ``set`` overrides, labelled as the row) trains through
 ``Trainer.fit`` for ``--steps`` iterations per round, the settings taking turns within each round, so a
 neighbour's load on a shared machine hits all of them alike. An iteration is the time between two
 consecutive ``on_train_batch_start`` calls (Lightning's loop, data and re-styling included); the first two
@@ -26,6 +28,7 @@ import torch
 import yaml
 
 from mkdseg.compare.cli import preset_names, resolve_method
+from mkdseg.compare.studies import load_study
 from mkdseg.data import UnpairedSliceDataModule
 from mkdseg.io import atomic_write_text
 from mkdseg.presets import SIZES
@@ -49,22 +52,38 @@ class IterationTimer(L.Callback):
         return [b - a for a, b in zip(self.starts, self.starts[1:])][skip:]
 
 
-def build(name: str, data: dict, segmentor: dict):
+def apply_overrides(options: dict, data: dict, overrides: tuple[str, ...]) -> None:
+    """A study row's ``--model.init_args.X=V`` / ``--data.X=V`` overrides, into the method's and the data's options."""
+    for override in overrides:
+        key, _, value = override.removeprefix("--").partition("=")
+        group, _, option = key.rpartition(".")
+        targets = {"model.init_args": options, "data": data}
+        if group not in targets:
+            raise ValueError(f"method_cost: cannot apply {override!r}: only model.init_args.* and data.* options")
+        targets[group][option] = yaml.safe_load(value)
+
+
+def build(name: str, data: dict, segmentor: dict, overrides: tuple[str, ...] = ()):
     config = resolve_method(name).config
     module, _, cls = config["model"]["class_path"].rpartition(".")
     method = getattr(importlib.import_module(module), cls)
     options = dict(config["model"].get("init_args") or {})
+    data = {**data, **(config.get("data") or {})}
+    apply_overrides(options, data, overrides)
     if options.get("pseudo_labeller") == "rounds":
         options["round_steps"] = 1  # time the rounds that pseudo-label, not the first (labelled slices only)
-    dm = UnpairedSliceDataModule(**{**data, **(config.get("data") or {})})
+    dm = UnpairedSliceDataModule(**data)
     dm.prepare_data()
     model = method(image_size=data["image_size"], data_spec=dm.data_spec, **segmentor, **options)
     return model, dm
 
 
-def measure(names: list[str], data: dict, segmentor: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+def measure(settings: dict[str, tuple[str, tuple[str, ...]]], data: dict, segmentor: dict, steps: int,
+            rounds: int) -> dict[str, list[float]]:
+    """Seconds per iteration of each setting ``{label: (method preset, overrides)}``, the settings taking turns."""
     L.seed_everything(0)
-    built = {name: build(name, data, segmentor) for name in names}
+    names = list(settings)
+    built = {name: build(method, data, segmentor, overrides) for name, (method, overrides) in settings.items()}
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         for name in names:
@@ -99,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=preset_names(), help="compare's method presets")
+    parser.add_argument("--study", help="time the rows of this compare study instead (a shipped name or a yaml), and "
+                                        "joint training as the reference")
     parser.add_argument("--out", type=Path, help="folder for results.md and times.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -110,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                     phantom_subjects=6, phantom_slices=8, n_val=1, batch_size=2, samples_per_epoch=8)
     else:
         data["root"] = args.root
-    times = measure(args.settings, data, segmentor, args.steps, args.rounds)
+    if args.study:
+        settings = {"joint": ("joint", ())} | {row.label: (row.method, row.overrides) for row in load_study(args.study).rows}
+    else:
+        settings = {name: (name, ()) for name in args.settings}
+    times = measure(settings, data, segmentor, args.steps, args.rounds)
     meta = {"command": "python -m benchmarks.method_cost " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
             "setup": f"{args.image_size} px, batch {data['batch_size']}, {args.threads} torch thread(s), {args.rounds} round(s) "
                      f"of {args.steps} iterations per setting, data {data['root']}"}

@@ -31,7 +31,8 @@ TRANSLATOR = {
     "pool_size", "lr_gen", "lr_disc", "gan_betas", "compile", "gen_upsampling", "gan_lr_decay",
 }
 DISTILLATION = {"lambda_kd_real", "lambda_kd_syn", "kd_temperature"}
-MEAN_TEACHER = SEGMENTORS | {"lambda_consistency", "consistency_rampup_steps", "ema_decay", "input_noise", "student_view"}
+JOINT = SEGMENTORS | {"assistant_weight"}
+MEAN_TEACHER = JOINT | {"lambda_consistency", "consistency_rampup_steps", "ema_decay", "input_noise", "student_view"}
 
 # MKD's options written out in full: the paper's method must list every one of them
 MKD = {
@@ -50,9 +51,9 @@ BASELINE = {
 EXPECTED = {
     Baseline: BASELINE,
     FineTune: SEGMENTORS | {"pretrain_steps"},
-    JointTraining: SEGMENTORS,
+    JointTraining: JOINT,
     XShape: SEGMENTORS,
-    OfflineOracleTranslation: SEGMENTORS,
+    OfflineOracleTranslation: JOINT,
     SharedKernelKD: SEGMENTORS | {"lambda_proto", "proto_temperature"},
     MeanTeacher: MEAN_TEACHER,
     WeakToStrong: MEAN_TEACHER | {"confidence", "pseudo_labeller", "round_steps", "mix", "mix_sources", "mix_back",

@@ -118,6 +118,7 @@ def test_each_update_changes_only_its_networks_and_global_step_counts_iterations
         (FineTune, {"pretrain_steps": 5}, "a"),  # global_step 0 < 5: pre-training
         (FineTune, {"pretrain_steps": 0}, "t"),
         (JointTraining, {}, "at"),
+        (JointTraining, {"assistant_weight": 0.0}, "t"),  # the ablation without the assistant
         (XShape, {}, "at"),
     ],
 )

@@ -74,13 +74,27 @@ class FineTune(_OneSegmentor):
 
 class JointTraining(_OneSegmentor):
     """One segmentor on both modalities: every batch's assistant and target slices, one forward,
-    ``loss_seg = sup(assistant) + sup(target)``."""
+    ``loss_seg = assistant_weight * sup(assistant) + sup(target)``.
+
+    Args:
+        assistant_weight: weight of the assistant slices' supervised loss (>= 0). 0 never shows the segmentor an
+            assistant slice: the ablation "without the assistant" of the methods built on joint training.
+        **kwargs: the segmentors' options (:class:`~mkdseg.methods.shared.SegmentorOptions`).
+    """
+
+    def __init__(self, assistant_weight: float = 1.0, **kwargs):
+        check_at_least(0, assistant_weight=assistant_weight)
+        super().__init__(**kwargs)
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        weight = self.hparams.assistant_weight
+        if weight == 0:
+            loss_t = supervised_loss(self.seg(batch["x_t"]), batch["y_t"])
+            return {"loss_seg": loss_t, "loss_seg_t": loss_t}
         logits_a, logits_t = segment_together(self.seg, batch["x_a"], batch["x_t"])
         loss_a = supervised_loss(logits_a, batch["y_a"])
         loss_t = supervised_loss(logits_t, batch["y_t"])
-        return {"loss_seg": loss_a + loss_t, "loss_seg_a": loss_a, "loss_seg_t": loss_t}
+        return {"loss_seg": weight * loss_a + loss_t, "loss_seg_a": loss_a, "loss_seg_t": loss_t}
 
 
 class XShape(SegmentorMethod):
