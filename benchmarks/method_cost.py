@@ -16,7 +16,6 @@ training's, the reference the issue's "at most 2x joint training's CPU time" is 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import tempfile
@@ -64,9 +63,8 @@ def apply_overrides(options: dict, data: dict, overrides: tuple[str, ...]) -> No
 
 
 def build(name: str, data: dict, segmentor: dict, overrides: tuple[str, ...] = ()):
-    config = resolve_method(name).config
-    module, _, cls = config["model"]["class_path"].rpartition(".")
-    method = getattr(importlib.import_module(module), cls)
+    preset = resolve_method(name)
+    config, method = preset.config, preset.model_class
     options = dict(config["model"].get("init_args") or {})
     data = {**data, **(config.get("data") or {})}
     apply_overrides(options, data, overrides)

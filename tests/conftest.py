@@ -27,6 +27,16 @@ TINY_MODEL = dict(
 TINY_PHANTOM = dict(image_size=32, phantom_subjects=4, phantom_slices=8)
 
 
+def cli_options(cls: type) -> dict[str, object]:
+    """``{option: its argparse action}`` of ``cls``'s ``__init__`` as the LightningCLI's parser (jsonargparse) lists
+    them, following ``**kwargs`` up the class hierarchy."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "model")
+    return {a.dest.removeprefix("model."): a for a in parser._actions if a.dest.startswith("model.")}
+
+
 # One intra-op thread: the tests' networks are tiny, and two threads spin-wait for each other as soon as
 # anything else runs on a 2-core machine (measured: the suite took 7x longer with two).
 torch.set_num_threads(1)

@@ -16,6 +16,8 @@ from mkdseg.compare.recommend import recommend
 from mkdseg.compare.studies import study_names
 from mkdseg.data.phantom import generate_phantom
 
+from conftest import cli_options
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -201,18 +203,8 @@ def test_a_study_tables_its_rows_sharing_runs_between_predictors(phantom_cache, 
     assert "| 50.00 |" in table
 
 
-def _init_options(cls: type) -> set[str]:
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(cls, "x")
-    return {a.dest.removeprefix("x.") for a in parser._actions if a.dest.startswith("x.")}
-
-
 @pytest.mark.parametrize("name", study_names())
 def test_every_shipped_study_names_presets_predictors_and_options_that_exist(name):
-    import importlib
-
     from mkdseg.compare.studies import load_study
     from mkdseg.data import UnpairedSliceDataModule
 
@@ -220,11 +212,8 @@ def test_every_shipped_study_names_presets_predictors_and_options_that_exist(nam
     for row in study.rows:
         method = resolve_method(row.method)  # raises for an unknown preset
         assert row.predictor in (None, "seg", "syn", "real", "ens", "teacher"), row
-        class_path = yaml.safe_load(method.path.read_text())["model"]["class_path"]
-        assert class_path.startswith("mkdseg.methods.")
-        module, _, cls = class_path.rpartition(".")
-        known = {"model.init_args": _init_options(getattr(importlib.import_module(module), cls)),
-                 "data": _init_options(UnpairedSliceDataModule)}
+        assert yaml.safe_load(method.path.read_text())["model"]["class_path"].startswith("mkdseg.methods.")
+        known = {"model.init_args": set(cli_options(method.model_class)), "data": set(cli_options(UnpairedSliceDataModule))}
         for override in row.overrides:  # a misspelt option would fail every run of the row, after the planning
             group, _, option = override.removeprefix("--").partition("=")[0].rpartition(".")
             assert option in known.get(group, ()), f"{name}: {row.label}: unknown option {override}"

@@ -20,7 +20,7 @@ from mkdseg.methods import (
     SharedKernelKD, WeakToStrong, XShape,
 )
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, cli_options
 
 EVALUATION = {"image_size", "data_spec", "eval_batch_size"}
 SEGMENTORS = EVALUATION | {
@@ -65,13 +65,6 @@ EXPECTED = {
     OnlineTranslationEnsemble: SEGMENTORS | TRANSLATOR | {"lambda_shape"},
     MKDModule: MKD,
 }
-
-
-def cli_options(cls: type) -> dict[str, object]:
-    """``{option: its argparse action}`` of ``cls`` as the CLI's parser lists them under ``model``."""
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(cls, "model")
-    return {a.dest.removeprefix("model."): a for a in parser._actions if a.dest.startswith("model.")}
 
 
 def tiny(cls: type) -> SegmentationMethod:

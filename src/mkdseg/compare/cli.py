@@ -50,6 +50,16 @@ class Method:
         return yaml.safe_load(self.path.read_text()) or {}
 
     @property
+    def model_class(self) -> type:
+        """The method class its ``model.class_path`` names (``ValueError`` naming the yaml if it does not import)."""
+        class_path = (self.config.get("model") or {}).get("class_path", "")
+        module, _, cls_name = class_path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), cls_name)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ValueError(f"{self.path}: model.class_path {class_path!r} cannot be imported: {e}") from e
+
+    @property
     def needs_unlabelled_target(self) -> bool:
         return bool((self.config.get("data") or {}).get("unlabelled_target"))
 
@@ -104,13 +114,7 @@ def resolve_size(name: str) -> Path:
 
 def stage_overrides(method: Method, budget: int) -> list[str]:
     """``--trainer.max_steps``: N, or N + N for a method with a first stage its yaml leaves at N."""
-    class_path = (method.config.get("model") or {}).get("class_path", "")
-    module, _, cls_name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), cls_name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"{method.path}: model.class_path {class_path!r} cannot be imported: {e}") from e
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = inspect.signature(method.model_class.__init__).parameters
     given = ((method.config.get("model") or {}).get("init_args") or {})
     stage = 0
     out = []
