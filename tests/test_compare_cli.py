@@ -93,6 +93,28 @@ def test_recommendation_looks_at_validation_never_at_test():
     assert recommend({"a": [tested_best], "b": [run(0.9, 0.9)]}).method == "a"
 
 
+def test_the_recommendation_says_whether_every_folds_validation_prefers_it():
+    """Seeds share their fold's validation subjects: a mean over draws can be carried by one fold. The choice
+    carries the runner-up and the per-fold margin, and says "tied" when the folds disagree."""
+    from mkdseg.compare.cli import separation_note
+
+    def run(fold, seed, val):
+        return {"fold": fold, "seed": seed, "primary_predictor": "seg", "dice": {"seg": {"mean": 0.5}},
+                "val_dice": {"seg": {"mean": val}}, "val_step": 4}
+
+    one_fold_carries = {"a": [run(0, 0, 0.70), run(0, 1, 0.70), run(1, 0, 0.90), run(1, 1, 0.90)],
+                        "b": [run(0, 0, 0.75), run(0, 1, 0.73), run(1, 0, 0.80), run(1, 1, 0.80)]}
+    choice = recommend(one_fold_carries)
+    assert (choice.method, choice.runner_up) == ("a", "b") and not choice.separated
+    assert choice.fold_margins == pytest.approx({0: -0.04, 1: 0.10})
+    assert "does not separate" in separation_note(choice) and "-4.00 in fold 0" in separation_note(choice)
+
+    both_folds = {"a": one_fold_carries["a"], "b": [run(0, 0, 0.60), run(0, 1, 0.65), run(1, 0, 0.80), run(1, 1, 0.85)]}
+    choice = recommend(both_folds)
+    assert choice.separated and "every fold prefers it" in separation_note(choice)
+    assert recommend({"a": one_fold_carries["a"]}).runner_up is None  # nothing to separate from
+
+
 def test_a_staged_method_gets_the_budget_for_each_stage():
     assert stage_overrides(resolve_method("finetune"), 100) == ["--model.init_args.pretrain_steps=100", "--trainer.max_steps=200"]
     assert stage_overrides(resolve_method("joint"), 100) == ["--trainer.max_steps=100"]
@@ -140,6 +162,23 @@ def test_every_method_preset_builds_with_the_cpu_size(name, phantom_cache, tmp_p
                      "--data.n_target=1", f"--trainer.default_root_dir={tmp_path}", *stage_overrides(method, 10)], run=False)
     assert type(cli.model).__name__ == method.config["model"]["class_path"].rsplit(".", 1)[1]
     assert cli.trainer.max_steps == (20 if any(k in cli.model.hparams for k in ("pretrain_steps", "translation_steps")) else 10)
+
+
+def test_the_recipe_is_the_configuration_its_study_measured(phantom_cache, tmp_path):
+    """`recipe_ablation` measures the recipe as `bcp` with data.appearance=none (to share `bcp_ablation`'s runs):
+    the `recipe` preset a user trains must resolve to exactly that configuration, and to a different one than `bcp`."""
+    from mkdseg.cli import build_cli
+
+    def resolved(*args: str) -> dict:
+        cli = build_cli(["--config", "cpu", *args, f"--data.root={phantom_cache}", "--data.image_size=32", "--data.n_target=1",
+                         f"--trainer.default_root_dir={tmp_path}"], run=False)
+        config = cli.config.as_dict()
+        config.pop("config")  # the config files' paths
+        return config
+
+    recipe = resolved("--config", "recipe")
+    assert recipe == resolved("--config", "bcp", "--data.appearance=none")
+    assert recipe != resolved("--config", "bcp")
 
 
 def test_a_runs_folder_is_fixed_when_the_study_plans_it(tmp_path):

@@ -115,18 +115,19 @@ def test_demo_config_keeps_the_best_validation_checkpoint_of_any_method(tmp_path
 
 
 def test_recipe_overlay_trains_the_recommended_recipe_on_the_few_label_split(tmp_path, phantom_root):
-    """The `recipe` preset, named as `--config recipe`, after configs/demo.yaml: the mean teacher, GIN on the assistant,
-    the unlabelled target subjects; a short fit runs on the phantom with fewer labelled subjects than the fold has."""
-    from mkdseg.methods import MeanTeacher
+    """The `recipe` preset, named as `--config recipe`, after configs/demo.yaml: pseudo-labels on bidirectional
+    copy-paste mixes seen through GIN, the assistant as it is, the unlabelled target subjects; a short fit runs on the
+    phantom with fewer labelled subjects than the fold has."""
+    from mkdseg.methods import WeakToStrong
 
     cli = build_cli(["--config", str(REPO / "configs/demo.yaml"), "--config", "recipe", "--trainer.logger.init_args.name=recipe",
                      f"--trainer.default_root_dir={tmp_path}", f"--data.root={phantom_root}", "--data.image_size=32",
                      "--data.phantom_subjects=4", "--data.phantom_slices=8", "--data.n_val=0", "--data.n_target=1",
                      "--data.batch_size=2", "--data.samples_per_epoch=4", "--model.seg_channels=[4, 8, 16]",
                      "--model.seg_strides=[2, 2]", "--trainer.max_steps=2", "--trainer.enable_progress_bar=false"], run=False)
-    assert isinstance(cli.model, MeanTeacher) and cli.model.hparams.student_view == "gin"
-    hp = cli.datamodule.hparams
-    assert (hp.appearance, hp.appearance_on, hp.unlabelled_target) == ("gin", "assistant", True)
+    hp = cli.model.hparams
+    assert isinstance(cli.model, WeakToStrong) and (hp.student_view, hp.mix, hp.mix_back) == ("gin", "cutmix", True)
+    assert (cli.datamodule.hparams.appearance, cli.datamodule.hparams.unlabelled_target) == ("none", True)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 2 and "1 unlabelled ct subject" in cli.datamodule.described_training()
     assert "recipe" in cli.trainer.log_dir  # the run folder carries the recipe's name

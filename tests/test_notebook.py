@@ -29,4 +29,4 @@ def test_walkthrough_runs_at_tiny_size(tmp_path):
     assert "2 iterations" in text and "recipe: 2 iterations" in text and "1 unlabelled ct subject" in text
     tables = [o["data"]["text/markdown"] for o in outputs if o.output_type == "display_data" and "text/markdown" in o.get("data", {})]
     assert any("| ens |" in t and "MYO" in t for t in tables)
-    assert any("| teacher |" in t for t in tables) and any("recipe (joint + GIN + mean teacher)" in t for t in tables)
+    assert any("| teacher |" in t for t in tables) and any("recipe (joint + BCP pseudo-labels)" in t for t in tables)

@@ -300,6 +300,7 @@ def _compare(args, argv: list[str]) -> int:
                                  paper_column=study.paper_column), "",
                   f"Recommended: **{choice.method}** (validation Dice {100 * choice.val_dice:.2f}, mean over "
                   f"{choice.draws} draw(s) of the validation subjects of the training fold; test subjects choose nothing)", "",
+                  *([separation_note(choice), ""] if choice.runner_up is not None else []),
                   "Train it: `" + final_command(size, methods[chosen.method], chosen.overrides, cache, n, args, budget) + "`", ""]
     lines += [f"Dice (%) on each held-out target fold, mean ± std over {args.folds} fold(s) × {args.seeds} seed(s); "
               f"paired: mean of (method − {reference}) on the same fold and seed, and in how many draws it was higher; "
@@ -316,6 +317,21 @@ def _compare(args, argv: list[str]) -> int:
         failed_final = train_final(size, methods[row.method], row.overrides, cache, n, args, budget)
         return failed_final or (1 if failed else 0)
     return 1 if failed else 0
+
+
+def separation_note(choice) -> str:
+    """Whether the validation subjects of every fold prefer the recommended method to the runner-up: with few
+    validation subjects, methods within a point or two are a tie that the mean over draws hides."""
+    margins = ", ".join(f"{100 * m:+.2f} in fold {f}" for f, m in sorted(choice.fold_margins.items()))
+    head = f"Runner-up: **{choice.runner_up}** (validation Dice {100 * choice.runner_up_val_dice:.2f})"
+    if choice.separated:
+        return f"{head}; the recommended method's validation margin: {margins} (every fold prefers it)."
+    if not choice.fold_margins:
+        return f"{head}; no paired draws to tell whether every fold's validation subjects prefer the recommended method."
+    return (f"{head}. **Validation does not separate the two**: the margin is {margins}. A fold's validation "
+            "subjects are the same for every seed, so the folds are the independent evidence, and they disagree: "
+            "treat the two as tied (the one you already use, or the cheaper, stays), or validate on more subjects "
+            "(`--set data.n_val=N`).")
 
 
 def final_args(size: Path, method: Method, overrides: tuple[str, ...], cache: Path, n: int | None, args,
