@@ -310,9 +310,17 @@ def test_parallel_jobs_give_the_same_results_as_one_process_and_a_failure_stops_
     broken = tmp_path / "broken.yaml"  # seg_strides too few for the channel levels: the U-Net refuses to build
     broken.write_text(yaml.safe_dump({"model": {"class_path": "mkdseg.methods.JointTraining",
                                                 "init_args": {"seg_strides": [2]}}}))
+    import torch
+
     common = ["--steps", "2", "--threads", "1", "--methods", "baseline", "joint", str(broken)]
     assert compare_main(_tiny(phantom_cache, tiny_size, tmp_path / "p", *common, "--jobs", "2")) == 1
-    assert compare_main(_tiny(phantom_cache, tiny_size, tmp_path / "s", *common)) == 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # serial runs train in this process: --threads holds for them too, and is undone after
+    try:
+        assert compare_main(_tiny(phantom_cache, tiny_size, tmp_path / "s", *common)) == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
     def results(out):
         return {p.parent.parent.name: json.loads(p.read_text()) for p in (out / "runs").glob("*/fold0-seed0/result.json")}
@@ -320,7 +328,7 @@ def test_parallel_jobs_give_the_same_results_as_one_process_and_a_failure_stops_
     parallel, serial = results(tmp_path / "p"), results(tmp_path / "s")
     assert sorted(parallel) == sorted(serial) and len(parallel) == 2
     for key, result in parallel.items():
-        assert result["torch_threads"] == 1 and result["global_step"] == 2
+        assert result["torch_threads"] == serial[key]["torch_threads"] == 1 and result["global_step"] == 2
         assert result["dice"] == serial[key]["dice"]  # same seed, same thread count: the same numbers
     error = next((tmp_path / "p" / "runs").glob("broken-*/fold0-seed0/error.txt")).read_text()
     assert "Traceback" in error

@@ -34,8 +34,8 @@ def test_method_cost_times_a_studys_rows_with_their_overrides(tmp_path, monkeypa
     assert method_cost.main(["--phantom", "--image-size", "32", "--n-target", "1", "--steps", "1", "--rounds", "1",
                              "--study", "recipe_ablation", "--out", str(out)]) == 0
     times = json.loads((out / "times.json").read_text())["seconds"]
-    assert list(times)[:3] == ["joint", "Recipe (BCP)", "w/o the way back (one mixed batch)"]
-    assert ("bcp", True, "gin") in built and ("bcp", False, "gin") in built and ("bcp", True, "none") in built
+    assert list(times)[:3] == ["joint", "Recipe (BCP, no GIN on the assistant)", "w/o the way back (one mixed batch)"]
+    assert ("bcp", True, "none") in built and ("bcp", False, "none") in built and ("bcp", True, "gin") in built
 
 
 def test_method_cost_refuses_an_override_it_cannot_apply():

@@ -202,6 +202,21 @@ def _run_in_worker(spec, threads: int | None) -> dict:
     return _run_safely(spec)
 
 
+def _run_with_threads(spec, threads: int | None) -> dict:
+    """``_run_safely`` in this process with ``threads`` torch threads, then this process's count again. The count
+    is part of a run's arithmetic (the order of a sum's terms), so a run repeats only at the same count."""
+    if not threads:
+        return _run_safely(spec)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_safely(spec)
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(pending: list[tuple[str, object]], jobs: int, threads: int | None) -> Iterator[tuple[str, object, dict]]:
     """Yield ``(tag, spec, result)`` per run as it finishes; ``result`` is ``{"error": traceback}`` for a
     failed run (also written to the run's ``error.txt``), so that one failure never stops the others.
@@ -214,7 +229,7 @@ def train(pending: list[tuple[str, object]], jobs: int, threads: int | None) -> 
     if jobs == 1:
         for tag, spec in pending:
             print(f"{tag}: training {spec.max_steps} iterations ...", flush=True)
-            yield tag, spec, _recorded(spec, _run_safely(spec))
+            yield tag, spec, _recorded(spec, _run_with_threads(spec, threads))
         return
     # spawn, not fork: a forked child inherits torch's thread pools and any lock held at fork time
     context = multiprocessing.get_context("spawn")
