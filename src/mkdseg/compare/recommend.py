@@ -25,13 +25,18 @@ class Choice:
         return self.runner_up is None or (bool(self.fold_margins) and all(m > 0 for m in self.fold_margins.values()))
 
 
+def _validation(run: dict, predictor: str | None) -> float | None:
+    """The validation Dice of the weights a run tested, of ``predictor`` (``None``: the run's primary one)."""
+    return tested_validation(run, predictor or run["primary_predictor"])["val_dice"]
+
+
 def validation_scores(results: dict[str, list[dict]], predictors: dict[str, str] | None = None) -> dict[str, tuple[float, int]]:
     """``{method: (mean validation Dice over its runs, runs)}`` of each method's predictor (``predictors``, else its
     primary one), on the validation subjects that picked the weights it tested; methods without a validation are
     left out."""
     scores = {}
     for method, runs in results.items():
-        values = [tested_validation(r, (predictors or {}).get(method, r["primary_predictor"]))["val_dice"] for r in runs]
+        values = [_validation(r, (predictors or {}).get(method)) for r in runs]
         values = [v for v in values if v is not None]
         if values:
             scores[method] = (sum(values) / len(values), len(values))
@@ -65,7 +70,7 @@ def fold_margins(runs: list[dict], other: list[dict], predictor: str | None = No
         values = {}
         for r in rs:
             if "fold" in r and "seed" in r:
-                value = tested_validation(r, pred or r["primary_predictor"])["val_dice"]
+                value = _validation(r, pred)
                 if value is not None:
                     values[(int(r["fold"]), int(r["seed"]))] = value
         return values

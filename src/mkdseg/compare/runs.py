@@ -193,18 +193,9 @@ def _run_safely(spec) -> dict:
         return {"error": traceback.format_exc()}
 
 
-def _run_in_worker(spec, threads: int | None) -> dict:
-    """``_run_safely`` in a pool process, with the parent's torch thread count."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    return _run_safely(spec)
-
-
 def _run_with_threads(spec, threads: int | None) -> dict:
-    """``_run_safely`` in this process with ``threads`` torch threads, then this process's count again. The count
-    is part of a run's arithmetic (the order of a sum's terms), so a run repeats only at the same count."""
+    """``_run_safely`` with ``threads`` torch threads (in this process or a pool's), then the process's count again.
+    The count is part of a run's arithmetic (the order of a sum's terms), so a run repeats only at the same count."""
     if not threads:
         return _run_safely(spec)
     import torch
@@ -237,7 +228,7 @@ def train(pending: list[tuple[str, object]], jobs: int, threads: int | None) -> 
         futures = {}
         for tag, spec in pending:
             print(f"{tag}: queued, {spec.max_steps} iterations", flush=True)
-            futures[pool.submit(_run_in_worker, spec, threads)] = (tag, spec)
+            futures[pool.submit(_run_with_threads, spec, threads)] = (tag, spec)
         for future in as_completed(futures):
             tag, spec = futures[future]
             try:
