@@ -5,6 +5,7 @@
     python -m benchmarks.segment_speed --ckpt runs/mkd/.../last.ckpt
     python -m benchmarks.segment_speed --config configs/demo.yaml --image-size 128 --field-of-view body   # the cpu preset's model
     python -m benchmarks.segment_speed --shape 64 64 8 --config configs/demo.yaml --image-size 64   # a quick check
+    python -m benchmarks.segment_speed --settings plain mirror_lr ensemble2 postprocess save_probabilities   # segment's options
 
 Without ``--ckpt`` the model is an MKDModule with the segmentor sizes of ``configs/mkd.yaml`` (or
 ``--config``'s) at ``--image-size`` and random weights (generators shrunk: prediction never runs them),
@@ -13,11 +14,18 @@ trained (``--field-of-view``) on slices cut to the body (one pass over every sli
 pass is the whole volume: it segments every slice, the worst case. On a shared machine read the CPU time line: wall time there depends
 on the neighbours. The synthetic scan is made in a child process (``synthetic_ct.py``) so that the peak resident memory
 printed (``getrusage``) is that of segmentation (model, scan, label map) alone.
+
+``--settings`` times ``segment``'s options one after the other on the same scan and model: ``plain`` (the default),
+``mirror_lr`` (``--mirror LR``), ``ensemble2`` (two checkpoints: the model and a copy of it), ``postprocess`` (every
+structure's largest connected component kept) and ``save_probabilities`` (``--save-probabilities``: a float16
+canvas of every class, written compressed). Peak RSS only grows, so each setting's line shows the peak so far:
+put ``plain`` first, and a setting that needs more memory shows it as a rise.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import resource
 import subprocess
@@ -32,6 +40,10 @@ import yaml
 from mkdseg import inference
 from mkdseg.inference import SlicePredictor, load_segmentor, regions, resolve_precision, segment_file
 from mkdseg.labels import FIELDS_OF_VIEW
+from mkdseg.mirroring import Mirroring
+from mkdseg.data.roi import CANONICAL_PLANES
+
+SETTINGS = ("plain", "mirror_lr", "ensemble2", "postprocess", "save_probabilities")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="without --ckpt: what the model's training slices showed (default: body, one pass)")
     parser.add_argument("--precision", choices=inference.PRECISION_CHOICES, default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=["plain"],
+                        help="segment's options to time, in this order (default: plain)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,13 +104,19 @@ def main(argv: list[str] | None = None) -> int:
 
         regions.predict_box = counting_predict_box  # where the two passes look it up
         rss_model = peak_rss_mb()
+        timings = {}
         try:
-            start, cpu_start = time.perf_counter(), cpu_seconds()
-            segment_file(scan, Path(tmp) / "seg.nii.gz", SlicePredictor(model, image_size, "cpu", precision), model.spec,
-                         batch_size=args.batch_size, progress=False)
-            seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+            for setting in args.settings:
+                counted.clear()
+                predict, options = setting_predictor(setting, model, image_size, precision)
+                start, cpu_start = time.perf_counter(), cpu_seconds()
+                segment_file(scan, Path(tmp) / f"{setting}.nii.gz", predict, model.spec, batch_size=args.batch_size,
+                             progress=False, **options)
+                timings[setting] = (time.perf_counter() - start, cpu_seconds() - cpu_start, peak_rss_mb())
+                del predict
         finally:
             regions.predict_box = real_predict_box  # main() may run in a process that segments again (the tests)
+    seconds, cpu, _ = timings[args.settings[0]]
 
     print(f"scan          {tuple(args.shape)} int16, spacing {tuple(args.spacing)} mm")
     print(f"model         {type(model).__name__}, segmentors {segmentor_params:.1f} M parameters, slice size {image_size}")
@@ -110,7 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     # on a shared machine the wall time depends on the neighbours; CPU time over the cores used does not
     print(f"CPU time      {cpu:.1f} s, i.e. {cpu / torch.get_num_threads():.1f} s wall with {torch.get_num_threads()} idle cores")
     print(f"peak RSS      {peak_rss_mb():.0f} MB  (after loading the model: {rss_model:.0f} MB)")
+    if len(args.settings) > 1:
+        base_cpu = timings[args.settings[0]][1]
+        print(f"{'setting':20s} {'wall s':>8s} {'CPU s':>8s} {'x CPU':>6s} {'peak RSS so far MB':>19s}")
+        for setting, (wall, cpu_s, rss) in timings.items():
+            print(f"{setting:20s} {wall:8.2f} {cpu_s:8.2f} {cpu_s / base_cpu:6.2f} {rss:19.0f}")
     return 0
+
+
+def setting_predictor(setting: str, model, image_size: int, precision: str) -> tuple[SlicePredictor, dict]:
+    """The predictor and ``segment_file`` options of one of :data:`SETTINGS`."""
+    spec = model.spec
+    if setting == "mirror_lr":
+        mirroring = Mirroring.of(CANONICAL_PLANES[spec.slice_axis], ["LR"], spec.structures)
+        return SlicePredictor(model, image_size, "cpu", precision, mirroring), {}
+    if setting == "ensemble2":
+        return SlicePredictor([model, copy.deepcopy(model)], image_size, "cpu", precision), {}
+    options = {"postprocess": {"keep_largest": list(range(1, spec.num_classes))},
+               "save_probabilities": {"save_probabilities": True}}.get(setting, {})
+    return SlicePredictor(model, image_size, "cpu", precision), options
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import yaml
 
 from conftest import REPO, TINY_MODEL
 
-from benchmarks import cpu_speed, preprocess_speed, segment_speed, segmentor_speed, step_breakdown, step_cost, synthetic_ct
+from benchmarks import (cpu_speed, preprocess_speed, run_breakdown, segment_speed, segmentor_speed, step_breakdown, step_cost,
+                        synthetic_ct)
 from mkdseg.labels import MMWHS
 
 
@@ -125,7 +126,7 @@ def test_gpu_check_script_parses_and_its_step_cost_options_exist(capsys):
 
 
 @pytest.mark.parametrize("script", ["cpu_speed.py", "preprocess_speed.py", "segment_speed.py", "step_breakdown.py",
-                                    "synthetic_ct.py", "segmentor_speed.py"])
+                                    "synthetic_ct.py", "segmentor_speed.py", "run_breakdown.py"])
 def test_each_script_runs_as_a_file(script):
     """`python -m benchmarks.<script> --help` from the repository root, as its docstring tells a user to run it: the
     file's own imports and argument parser work outside the tests."""
@@ -145,3 +146,48 @@ def test_segmentor_speed_measures_every_setting_against_the_plain_loop(tmp_path)
     assert list(rows) == ["fp32", "bf16", "bf16_channels_last"] and rows["fp32"]["vs_fp32"] == 1.0
     assert all(r["it_per_s"] > 0 and r["min"] <= r["it_per_s"] <= r["max"] for r in rows.values())
     assert isinstance(written["native_bf16"], bool) and "| 16 | bf16_channels_last |" in (tmp_path / "results.md").read_text()
+
+
+def test_run_breakdown_attributes_each_runs_cpu_time_to_its_phases_and_measures_flops(tmp_path, capsys):
+    """joint and the recipe through fit_and_test on the phantom, 3 iterations at 32 px; the FLOP/s part at toy sizes."""
+    import mkdseg.methods.mean_teacher as mean_teacher
+
+    original_gin = mean_teacher.random_convolution
+    assert run_breakdown.main(["--phantom", "--image-size", "32", "--n-target", "1", "--steps", "3", "--settings", "joint",
+                               "recipe", "--flop-size", "32", "--flop-batches", "2", "--matmul-size", "128", "--conv-size", "16",
+                               "--conv-batch", "2", "--conv-channels", "8", "--rounds", "1", "--warmup", "0", "--top-ops", "5",
+                               "--no-compile", "--out", str(tmp_path)]) == 0
+    assert mean_teacher.random_convolution is original_gin  # the benchmark's wrappers are gone after it
+    result = json.loads((tmp_path / "results.json").read_text())
+    runs = {r["setting"]: r for r in result["runs"]}
+    assert list(runs) == ["joint", "recipe"]
+    for run in runs.values():
+        phases = run["phases"]
+        assert run["iterations"] == 3 and run["validations"] == 1 and run["torch_threads"] == 1 and run["data_num_workers"] == 0
+        # every CPU second of the run counted once
+        assert sum(p["cpu_s"] for p in phases.values()) == pytest.approx(run["process_cpu_s"])
+        assert sum(p["share"] for p in phases.values()) == pytest.approx(1.0)
+        assert all(phases[p]["cpu_s"] > 0 for p in ("data", "student_fwd", "losses", "backward", "optimizer", "logging",
+                                                    "validation", "setup", "test"))
+        assert phases["backward"]["calls"] == phases["optimizer"]["calls"] == 3 and phases["validation"]["calls"] == 1
+    recipe, joint = runs["recipe"]["phases"], runs["joint"]["phases"]
+    assert recipe["teacher"]["calls"] == recipe["ema"]["calls"] == 3  # pseudo_label's own teacher forward is one call
+    assert recipe["gin"]["cpu_s"] > 0 and recipe["mixing"]["cpu_s"] > 0
+    assert joint["teacher"]["cpu_s"] == joint["gin"]["cpu_s"] == joint["ema"]["cpu_s"] == 0
+    flops = result["flops"]
+    matmul = flops["peaks"][0]
+    assert matmul["gflop"] == pytest.approx(2 * 128 ** 3 / 1e9) and matmul["gflops"] > 0
+    rows = {r["setting"]: r for r in flops["rows"]}
+    assert set(rows) == {"fp32", "fp32 channels_last"}
+    fp32 = rows["fp32"]
+    assert fp32["batch"] == 2 and fp32["gflops"] == pytest.approx(fp32["gflop"] / fp32["cpu_s"])
+    assert fp32["of_matmul_peak"] == pytest.approx(fp32["gflops"] / matmul["gflops"])
+    # the first convolution (1 -> 16, 3x3, stride 2, 32 px in, batch 2): forward and its weight gradient, no input gradient
+    first = flops["conv_layers"][0]
+    assert (first["in"], first["out"], first["input_hw"]) == (1, 16, 32)
+    assert first["gflop"] * 1e9 == pytest.approx(2 * (2 * 2 * 16 * 16 * 16 * 1 * 9))
+    assert sum(c for c in flops["profile_categories"].values()) > 0 and flops["profile_categories"]["convolution"] > 0
+    report = (tmp_path / "results.md").read_text()
+    assert report.startswith("# Where") and "Command: `python -m benchmarks.run_breakdown --phantom" in report
+    assert re.search(r"\| backward \| \d+\.\d{4} \| \d+\.\d%", report) and "| fp32 | 2 |" in report
+    assert report in capsys.readouterr().out

@@ -34,8 +34,9 @@ def tiny_size(tmp_path_factory) -> Path:
     """The cpu preset at the tests' network sizes: same trainer, callbacks and validation choice."""
     config = yaml.safe_load((PRESETS / "cpu.yaml").read_text())
     config["trainer"].update(max_steps=4, val_check_interval=2, log_every_n_steps=1)
+    # uncompiled: inductor's code generation would be most of these seconds-long runs (compiling: test_precision.py)
     config["model"]["init_args"].update(gen_filters=4, gen_blocks=1, disc_filters=4, seg_channels=[4, 8, 16],
-                                        seg_strides=[2, 2], eval_batch_size=8)
+                                        seg_strides=[2, 2], eval_batch_size=8, compile=False)
     config["data"].update(image_size=32, batch_size=2, samples_per_epoch=8)
     path = tmp_path_factory.mktemp("size") / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -130,6 +131,9 @@ def test_a_staged_method_gets_the_budget_for_each_stage():
     (["--folds", "3"], "--folds 3"),
     (["--set", "trainer.max_steps"], "--set expects KEY=VALUE"),
     (["--size", "huge"], "--size: unknown preset 'huge'"),
+    (["--minutes", "5", "--steps", "100"], "--minutes and --steps"),
+    (["--minutes", "0"], "--minutes must be > 0"),
+    (["--methods", "finetune", "--minutes", "5"], "--minutes: finetune trains in two stages"),
 ])
 def test_bad_options_name_the_option(extra, message, tmp_path, capsys, phantom_cache):
     with pytest.raises(SystemExit) as exit_info:
@@ -281,6 +285,32 @@ def test_a_bad_study_file_names_the_file_and_the_row(text, message, tmp_path):
 def _tiny(phantom_cache, tiny_size, out, *extra):
     return ["--cache", str(phantom_cache), "--n-target", "1", "--folds", "1", "--seeds", "1", "--size", str(tiny_size),
             "--out", str(out), *extra]
+
+
+def test_equal_minutes_give_each_method_the_iterations_its_cost_buys_and_repeat(phantom_cache, tiny_size, tmp_path,
+                                                                               capsys):
+    from mkdseg.compare.budget import VALIDATIONS_PER_RUN, iterations_for
+
+    out = tmp_path / "cmp"
+    argv = _tiny(phantom_cache, tiny_size, out, "--methods", "joint", "recipe", "--minutes", "0.02", "--threads", "1")
+    assert compare_main(argv) == 0
+    costs = json.loads((out / "iteration_costs.json").read_text())
+    assert sorted(key.split("-")[0] for key in costs) == ["joint", "recipe"]
+    per_iteration = {key.split("-")[0]: entry["cpu_s_per_iteration"] for key, entry in costs.items()}
+    assert per_iteration["recipe"] > per_iteration["joint"]  # a teacher, two more student batches, re-styling
+    rows = {r["method"]: r for r in csv.DictReader((out / "n1" / "runs.csv").open())}
+    for method, row in rows.items():
+        steps = iterations_for(0.02, per_iteration[method])
+        assert int(row["global_step"]) == steps
+        assert [int(s.split(":")[0]) for s in row["val_curve"].split()] == [
+            steps // VALIDATIONS_PER_RUN * k for k in range(1, VALIDATIONS_PER_RUN + 1)]  # the last at the end
+        assert float(row["fit_cpu_s"]) > 0
+    assert int(rows["recipe"]["global_step"]) <= int(rows["joint"]["global_step"])
+    assert "0.02 CPU-minutes of training per run" in (out / "recommendation.md").read_text()
+    capsys.readouterr()
+    assert compare_main(argv) == 0  # the costs are read, not measured again: the same runs, reused
+    printed = capsys.readouterr().out
+    assert "2 run(s): 2 finished before, 0 to train" in printed and "measuring" not in printed
 
 
 def test_best_validation_weights_are_tested_and_the_final_ones_kept(phantom_cache, tiny_size, tmp_path):

@@ -25,6 +25,7 @@ from conftest import TINY_MODEL, cli_options
 EVALUATION = {"image_size", "data_spec", "eval_batch_size"}
 SEGMENTORS = EVALUATION | {
     "in_channels", "seg_channels", "seg_strides", "seg_res_units", "lr_seg", "seg_betas", "seg_lr_decay", "seg_lr_decay_epochs",
+    "seg_lr_schedule", "compile",
 }
 TRANSLATOR = {
     "gen_filters", "gen_blocks", "gen_downsampling", "disc_filters", "disc_layers", "norm", "gan_mode", "lambda_cyc",
@@ -40,12 +41,12 @@ MKD = {
     "disc_layers", "norm", "seg_channels", "seg_strides", "seg_res_units", "gan_mode", "lambda_cyc", "lambda_sup_gen",
     "lambda_kd_real", "lambda_kd_syn", "kd_temperature", "pool_size", "lr_gen", "lr_disc", "lr_seg", "gan_betas",
     "seg_betas", "seg_lr_decay", "seg_lr_decay_epochs", "eval_batch_size", "compile", "gen_upsampling", "gan_lr_decay",
-    "translator_warmup_steps", "lambda_sup_ramp_steps",
+    "translator_warmup_steps", "lambda_sup_ramp_steps", "seg_lr_schedule",
 }
 # a baseline's, likewise
 BASELINE = {
     "image_size", "data_spec", "in_channels", "seg_channels", "seg_strides", "seg_res_units", "lr_seg", "seg_betas",
-    "seg_lr_decay", "seg_lr_decay_epochs", "eval_batch_size",
+    "seg_lr_decay", "seg_lr_decay_epochs", "eval_batch_size", "seg_lr_schedule", "compile",
 }
 
 EXPECTED = {

@@ -318,3 +318,26 @@ def test_segmenting_two_batches_together_gives_each_its_own_logits():
     assert together_a.shape[0] == b["x_a"].shape[0] and together_t.shape[0] == 1
     assert torch.allclose(together_a, seg(b["x_a"]), atol=1e-5)
     assert torch.allclose(together_t, seg(b["x_t"][:1]), atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["poly", "cosine"])
+def test_a_per_iteration_schedule_sets_every_segmentor_rate_from_the_step(phantom_root, schedule):
+    """``seg_lr_schedule: poly|cosine``: each iteration's segmentor learning rate is ``lr_seg * lr_factor(step, max_steps)``,
+    for one optimizer (automatic optimisation) and for several stepped by hand; no step-decay scheduler is built."""
+    import lightning as L
+
+    from mkdseg.methods.shared import lr_factor
+
+    for cls in (JointTraining, MKDNoAlignment):
+        model = cls(seg_lr_schedule=schedule, lr_seg=1e-3, **TINY_SEG)
+        seen = []
+
+        class Rates(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, *args):
+                seen.append([g["lr"] for opt in trainer.optimizers for g in opt.param_groups])
+
+        trainer = quiet_trainer(max_steps=4, callbacks=[Rates()])
+        trainer.fit(model, datamodule=make_datamodule(phantom_root))
+        expected = [1e-3 * lr_factor(schedule, step, 4) for step in range(4)]
+        assert [rates[0] for rates in seen] == pytest.approx(expected) and all(len(set(r)) == 1 for r in seen), cls
+        assert trainer.lr_scheduler_configs == []

@@ -10,7 +10,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 
 from mkdseg.methods.mkd import OPTIMIZER_ORDER, MKDModule
 
-from conftest import make_datamodule, make_model, quiet_trainer
+from conftest import TINY_MODEL, make_datamodule, make_model, quiet_trainer
 
 PHASES = ("g_at+g_ta", "d_t+d_a", "s_syn+s_real")
 
@@ -87,17 +87,26 @@ def test_fp16_loss_scales_are_checkpointed(phantom_root, tmp_path):
     assert all(float(trainer.callback_metrics[f"train/amp_scale/{p}"]) == 512.0 for p in PHASES)
 
 
-def test_compile_flag_compiles_each_network_in_place(phantom_root, monkeypatch):
-    """``compile: true`` compiles the six networks when the trainer sets the model up, keeping the
-    checkpoint keys. Traced with dynamo's eager backend here: inductor's code generation takes minutes on CPU."""
+@pytest.fixture
+def compiled(monkeypatch) -> list:
+    """The modules ``nn.Module.compile`` is called on, traced with dynamo's eager backend: inductor's code generation
+    takes tens of seconds on a CPU (the real compile runs in ``mkdseg compare``'s runs and benchmarks/run_breakdown)."""
     compile_ = torch.nn.Module.compile
-    compiled = []
+    calls = []
 
     def eager_compile(self, **kwargs):
-        compiled.append(self)
+        calls.append(self)
         return compile_(self, backend="eager")
 
     monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    return calls
+
+
+SEGMENTOR_SIZES = {k: v for k, v in TINY_MODEL.items() if k in ("image_size", "seg_channels", "seg_strides", "seg_res_units")}
+
+
+def test_compile_flag_compiles_each_network_in_place(phantom_root, compiled):
+    """``compile: true`` compiles the six networks when the trainer sets the model up, keeping the checkpoint keys."""
     model, dm = make_model(compile=True), make_datamodule(phantom_root)
     keys = set(model.state_dict())
     trainer = quiet_trainer(max_steps=2)
@@ -109,3 +118,24 @@ def test_compile_flag_compiles_each_network_in_place(phantom_root, monkeypatch):
     compiled.clear()
     quiet_trainer(max_steps=1).fit(make_model(), datamodule=dm)
     assert compiled == [] and not make_model().hparams.compile  # off by default
+
+
+def test_compile_flag_compiles_the_learning_segmentor_not_the_teacher(phantom_root, compiled):
+    """Every segmentor method takes ``compile``: the recipe's student is compiled in place, its EMA teacher (which only
+    follows) is not, and the checkpoint keys stay."""
+    from mkdseg.methods import WeakToStrong
+
+    model = WeakToStrong(compile=True, mix_back=True, **SEGMENTOR_SIZES)
+    keys = set(model.state_dict())
+    dm = make_datamodule(phantom_root, n_val=0, n_target=1, unlabelled_target=True)
+    quiet_trainer(max_steps=2).fit(model, datamodule=dm)
+    assert compiled == [model.seg] and set(model.state_dict()) == keys
+
+
+def test_compile_without_a_cpp_compiler_trains_uncompiled_and_says_so(phantom_root, compiled, monkeypatch):
+    from mkdseg.methods import JointTraining, shared
+
+    monkeypatch.setattr(shared.shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        quiet_trainer(max_steps=1).fit(JointTraining(compile=True, **SEGMENTOR_SIZES), datamodule=make_datamodule(phantom_root))
+    assert compiled == []

@@ -153,9 +153,11 @@ def test_your_own_data_in_five_commands_on_the_abdominal_datasets(tmp_path):
         # test's time; 8 CT still give every role: 4 held out, and 1 validation, 2 labelled, 1 unlabelled subject
         "preprocess": ["--max-cases", "8"],
         # 4 folds: 2 test volumes per draw, to keep the test short; the methods and draws as the issue asks
-        "compare": ["--methods", "joint", "recipe", "--folds", "1", "--seeds", "2", "--steps", "2", "--set", "data.n_folds=4"],
+        # uncompiled: inductor's code generation would be most of a 2-iteration run (compile: tests/test_precision.py)
+        "compare": ["--methods", "joint", "recipe", "--folds", "1", "--seeds", "2", "--steps", "2", "--set", "data.n_folds=4",
+                    "--set", "model.init_args.compile=false"],
         # 4 folds, as compare's: the training fold's 6 CT give the cpu preset's 2 validation, 2 labelled and 2 unlabelled
-        "fit": [*SHORT_FIT, "--trainer.enable_progress_bar=false", "--data.n_folds=4"],
+        "fit": [*SHORT_FIT, "--trainer.enable_progress_bar=false", "--data.n_folds=4", "--model.init_args.compile=false"],
         "segment": ["--device", "cpu", "--no-progress"],
         "evaluate": ["--no-assd"],  # a 2-iteration model's scattered voxels make surface distances slow (tested elsewhere)
     }

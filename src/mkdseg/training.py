@@ -127,7 +127,8 @@ def best_checkpoint(trainer):
 
 @dataclass
 class Fitted:
-    """What :func:`fit_and_test` leaves: the CLI (model, datamodule, trainer), the fit's seconds, the
+    """What :func:`fit_and_test` leaves: the CLI (model, datamodule, trainer), the fit's seconds (wall clock, and
+    ``fit_cpu_s``: CPU seconds of this process, which a neighbour's load does not inflate), the
     best-validation checkpoint callback (``None`` without one) and the test summaries of the tested weights
     (``test``: the best validation's where there is one) and of the final weights (``test_last``)."""
 
@@ -136,6 +137,7 @@ class Fitted:
     best: object | None
     test: dict | None
     test_last: dict | None
+    fit_cpu_s: float = float("nan")
 
 
 def fit_and_test(args: list[str], callbacks=(), test: bool = True, surface_distances: bool = True,
@@ -146,21 +148,29 @@ def fit_and_test(args: list[str], callbacks=(), test: bool = True, surface_dista
     to write the merged config, as LightningCLI resolved it (the run's record)."""
     from mkdseg.io import atomic_write_text
 
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     cli = build_cli(args, run=False)
     if config_out is not None:
         atomic_write_text(config_out, cli.parser.dump(cli.config, skip_none=False))
     cli.trainer.callbacks.extend(callbacks)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    fit_s = time.perf_counter() - start
+    fit_s, fit_cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
     best = best_checkpoint(cli.trainer)
     if not test:
-        return Fitted(cli, fit_s, best, None, None)
+        return Fitted(cli, fit_s, best, None, None, fit_cpu_s)
     # surface distances of whole scans are most of a test's time: a caller that records only Dice turns them off
     cli.model.assd_in_test = surface_distances
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     last = cli.model.evaluation_summary("test")
     if best is None:
-        return Fitted(cli, fit_s, None, last, last)
+        return Fitted(cli, fit_s, None, last, last, fit_cpu_s)
+    if _step_of(best.best_model_path) == cli.trainer.global_step:  # the best weights are the final ones: tested above
+        return Fitted(cli, fit_s, best, last, last, fit_cpu_s)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best.best_model_path, verbose=False)
-    return Fitted(cli, fit_s, best, cli.model.evaluation_summary("test"), last)
+    return Fitted(cli, fit_s, best, cli.model.evaluation_summary("test"), last, fit_cpu_s)
+
+
+def _step_of(checkpoint_path: str) -> int | None:
+    """The iteration a ``best-step=N.ckpt`` checkpoint was saved at (``None`` for another name)."""
+    found = re.search(r"step=(\d+)", Path(checkpoint_path).stem)
+    return int(found.group(1)) if found else None

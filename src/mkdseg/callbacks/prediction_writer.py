@@ -14,7 +14,8 @@ from mkdseg.inference.writer import write_cached_prediction
 class VolumePredictionWriter(BasePredictionWriter):
     """Writes ``<run dir>/predictions/<subject>.nii.gz`` for every volume ``predict_step`` returns: the
     label map in the geometry of the scan the volume was preprocessed from, in the target dataset's
-    codes (``codes='index'``: class indices), as ``mkdseg segment`` writes it.
+    codes (``codes='index'``: class indices), as ``mkdseg segment`` writes it, post-processed as the
+    checkpoint's validation decided (``keep_largest`` of the prediction, :mod:`mkdseg.postprocess`).
 
     The probabilities are dropped from the returned prediction once written, so a predict run over many
     volumes does not keep them all in memory.
@@ -35,7 +36,8 @@ class VolumePredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         path = self.out_dir / f"{prediction['subject']}.nii.gz"
         probabilities = prediction.pop("probabilities")
-        write_cached_prediction(probabilities, prediction["record"], pl_module.spec, path, self.codes)
+        write_cached_prediction(probabilities, prediction["record"], pl_module.spec, path, self.codes,
+                                keep_largest=prediction.get("keep_largest", ()))
         prediction["path"] = str(path)
         self.written.append(path)
 

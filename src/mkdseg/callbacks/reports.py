@@ -37,10 +37,14 @@ class EvaluationReportWriter(L.Callback):
 
 def write_reports(result: dict, out_dir: Path) -> None:
     """``summary.json`` (means, stds, counts, and each predictor's worst volume) and ``per_case.csv`` (one row per volume, structure, predictor)
-    of an evaluation summary (``{"rows", "dice"}`` and optionally ``"assd"``)."""
+    of an evaluation summary (``{"rows", "dice"}`` and optionally ``"assd"`` and ``"postprocessing"``, which
+    structures validation decided to keep the largest component of)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"dice": result["dice"], "assd": result.get("assd", {}), "worst_case": worst_volumes(result["rows"])}
+    if result.get("postprocessing"):  # the checkpoint's validation decision the scores were post-processed with
+        summary["postprocessing"] = {"keep_largest": result["postprocessing"].get("keep_largest", {}),
+                                     "decided_at_step": result["postprocessing"].get("step")}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     lines = [",".join(REPORT_FIELDS)]
     for r in sorted(result["rows"], key=lambda r: (r["predictor"], r["subject"])):  # structures in class order

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from mkdseg.compare.budget import VALIDATIONS_PER_RUN, CostTable, iterations_for
 from mkdseg.compare.recommend import recommend
 from mkdseg.compare.runs import RunIndex, RunSpec, curve_cell, machine_description, tested_validation, train
 from mkdseg.compare.studies import Study, StudyRow, load_study, method_rows, study_names
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=2, help="draws: seeds 0..S-1 per fold")
     p.add_argument("--size", default="cpu", help="sizes, run length and trainer: the cpu or gpu preset, or a yaml (default cpu)")
     p.add_argument("--steps", type=int, help="iteration budget N of every method's final stage (default: the size's)")
+    p.add_argument("--minutes", type=float,
+                   help="instead of --steps: equal cost, M CPU-minutes of training per run; each method's iteration "
+                        "budget is M minutes over its CPU time per iteration, measured once (OUT/iteration_costs.json)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="LightningCLI override for every run, e.g. --set data.batch_size=4 (repeatable)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each in its own process")
@@ -201,6 +205,14 @@ def validation_overrides(size_config: dict, budget: int) -> list[str]:
     return []
 
 
+def timing_overrides(size_config: dict, steps: int, args) -> list[str]:
+    """When a run validates: the size's interval (:func:`validation_overrides`), or under ``--minutes``, whose budgets
+    differ by method, :data:`~mkdseg.compare.budget.VALIDATIONS_PER_RUN` times, the last at the final iteration."""
+    if args.minutes is not None:
+        return [f"--trainer.val_check_interval={steps // VALIDATIONS_PER_RUN}"]
+    return validation_overrides(size_config, steps)
+
+
 def prepare_cache(args, size_config: dict) -> Path:
     """The slice cache to train on: ``--cache`` if it holds one, else made there from the two datasets at the
     size preset's image size."""
@@ -244,12 +256,18 @@ def _compare(args, argv: list[str]) -> int:
     n_folds = (size_config.get("data") or {}).get("n_folds", 2)
     if args.folds > n_folds:
         raise ValueError(f"--folds {args.folds}: the size config splits the target subjects into data.n_folds={n_folds}")
+    if args.minutes is not None and args.steps is not None:
+        raise ValueError("--minutes and --steps: give the budget one way")
+    if args.minutes is not None and args.minutes <= 0:
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
     budget = args.steps or (size_config.get("trainer") or {}).get("max_steps")
     if not isinstance(budget, int) or budget < 1:
         raise ValueError(f"the iteration budget must be a positive integer (--steps or trainer.max_steps), got {budget!r}")
     cache = None if args.report_only and args.cache is None and not (args.out / "cache").exists() else prepare_cache(args, size_config)
-    common = [f"--data.root={cache}", *validation_overrides(size_config, budget), *_overrides(args.sets)]
+    common = [f"--data.root={cache}", *_overrides(args.sets)]
     runs_dir = (args.out / "runs").resolve()
+    costs = CostTable(args.out / "iteration_costs.json") if args.minutes is not None else None
+    budgets: dict[tuple, int] = {}  # (label count, study row group) -> its iteration budget
 
     plan: dict[int | None, dict[tuple, list[RunSpec]]] = {}  # label count -> a study row group -> its runs
     for n in counts:
@@ -260,9 +278,16 @@ def _compare(args, argv: list[str]) -> int:
                 print(f"{method.name}: skipped at n_target=all (it learns from the unlabelled target subjects beyond "
                       "n_target; give --n-target below a fold's labelled subject count)", flush=True)
                 continue
-            overrides = (*common, *row_overrides, *stage_overrides(method, budget), f"--data.n_target={'null' if n is None else n}")
+            labels = f"--data.n_target={'null' if n is None else n}"
+            steps = budget
+            if costs is not None:
+                steps = minutes_budget(method, (*common, *row_overrides, labels), size, runs_dir, costs, args)
+            timing = timing_overrides(size_config, steps, args)
+            budgets[(n, group)] = steps
+            # a --set (in common) still wins over the planned validation interval: it comes later
+            overrides = (common[0], *timing, *common[1:], *row_overrides, *stage_overrides(method, steps), labels)
             plan[n][group] = [RunSpec(method.name, (size, method.path), overrides, fold, seed, runs_dir,
-                                      budget) for fold in range(args.folds) for seed in range(args.seeds)]
+                                      steps) for fold in range(args.folds) for seed in range(args.seeds)]
 
     all_specs = [s for per_method in plan.values() for specs in per_method.values() for s in specs]
     index = RunIndex(args.out / "finished_runs.jsonl", all_specs)
@@ -294,18 +319,20 @@ def _compare(args, argv: list[str]) -> int:
         predictors = {row.label: entry["row"].predictor for row, entry in zip(rows, table)}
         choice = recommend({row.label: runs for row, runs in rows.items()}, predictors)
         chosen = next(row for row in rows if row.label == choice.method)
-        final_choice = (n, chosen)
+        final_choice = (n, chosen, budgets[(n, chosen.group)])
         lines += [f"## {tag} labelled target subject(s) per training fold", "", note, "",
                   markdown_table(table, any(row.paper is not None for row in rows), reference, with_time=True,
                                  paper_column=study.paper_column), "",
                   f"Recommended: **{choice.method}** (validation Dice {100 * choice.val_dice:.2f}, mean over "
                   f"{choice.draws} draw(s) of the validation subjects of the training fold; test subjects choose nothing)", "",
                   *([separation_note(choice), ""] if choice.runner_up is not None else []),
-                  "Train it: `" + final_command(size, methods[chosen.method], chosen.overrides, cache, n, args, budget) + "`", ""]
+                  "Train it: `" + final_command(size, methods[chosen.method], chosen.overrides, cache, n, args,
+                                                budgets[(n, chosen.group)]) + "`", ""]
     lines += [f"Dice (%) on each held-out target fold, mean ± std over {args.folds} fold(s) × {args.seeds} seed(s); "
               f"paired: mean of (method − {reference}) on the same fold and seed, and in how many draws it was higher; "
               "min/run: training minutes per run.", "",
               f"- command: `mkdseg compare {' '.join(argv)}`",
+              *([budget_line(args.minutes, budgets, methods, study)] if args.minutes is not None else []),
               f"- {len(pending) - failed if not args.report_only else 0} run(s) trained, {failed} failed, "
               f"wall {(time.perf_counter() - start) / 60:.1f} min; machine: {machine_description()}"]
     report = "\n".join(lines) + "\n"
@@ -313,10 +340,33 @@ def _compare(args, argv: list[str]) -> int:
     (args.out / "recommendation.md").write_text(report)
     print("\n" + report, flush=True)
     if args.final and final_choice is not None:
-        n, row = final_choice
-        failed_final = train_final(size, methods[row.method], row.overrides, cache, n, args, budget)
+        n, row, steps = final_choice
+        failed_final = train_final(size, methods[row.method], row.overrides, cache, n, args, steps)
         return failed_final or (1 if failed else 0)
     return 1 if failed else 0
+
+
+def minutes_budget(method: Method, data_overrides: tuple[str, ...], size: Path, runs_dir: Path, costs: CostTable,
+                   args) -> int:
+    """The iteration budget ``--minutes`` buys ``method`` (with a row's and the label count's overrides): its CPU time
+    per iteration, measured once on fold 0 at the runs' thread count, kept in ``costs``."""
+    accepted = inspect.signature(method.model_class.__init__).parameters
+    staged = [key for key in STAGE_KEYS if key in accepted]
+    if staged:
+        raise ValueError(f"--minutes: {method.name} trains in two stages ({staged[0]}), whose iterations cost "
+                         "differently; compare it with --steps")
+    probe = RunSpec(method.name, (size, method.path), data_overrides, 0, 0, runs_dir, 0)
+    seconds = costs.cost(probe.key, probe.cli_args(), args.threads)
+    return iterations_for(args.minutes, seconds)
+
+
+def budget_line(minutes: float, budgets: dict[tuple, int], methods: dict, study: Study) -> str:
+    """The iteration budget each row got from ``--minutes``, for the report."""
+    labels = {row.group: row.label for row in study.rows}
+    parts = [f"{labels.get(group, group[0])} {steps}" + ("" if n is None else f" (n={n})")
+             for (n, group), steps in budgets.items()]
+    return (f"- equal cost: {minutes:g} CPU-minutes of training per run; iterations per run: {', '.join(parts)} "
+            "(each method's CPU time per iteration: iteration_costs.json)")
 
 
 def separation_note(choice) -> str:
@@ -340,7 +390,7 @@ def final_args(size: Path, method: Method, overrides: tuple[str, ...], cache: Pa
     for ``mkdseg test``), validation picking the weights as in the comparison, into ``OUT/final/<method>``."""
     return ["--config", config_name(size), "--config", config_name(method.path), f"--data.root={cache}",
             f"--data.n_target={'null' if n is None else n}", *stage_overrides(method, budget),
-            *validation_overrides(yaml.safe_load(size.read_text()) or {}, budget), *_overrides(args.sets), *overrides,
+            *timing_overrides(yaml.safe_load(size.read_text()) or {}, budget, args), *_overrides(args.sets), *overrides,
             f"--trainer.default_root_dir={(args.out / 'final' / method.name).resolve()}"]
 
 
@@ -388,7 +438,7 @@ def write_tables(out: Path, study: Study, results: dict[StudyRow, list[dict]], r
     out.mkdir(parents=True, exist_ok=True)
     structures = structures_of(results)
     fields = ["method", "fold", "seed", "predictor", "mean_dice", *structures, "val_dice", "val_step", "val_curve",
-              "mean_dice_last", "global_step", "fit_s", "training_images", "run_dir"]
+              "mean_dice_last", "global_step", "fit_s", "fit_cpu_s", "training_images", "run_dir"]
     dirs = {(group, s.fold, s.seed): s.dir for group, specs in plan.items() for s in specs}
     with_paper = any(row.paper is not None for row in rows.values())
     with (out / "runs.csv").open("w", newline="") as f:
@@ -402,7 +452,7 @@ def write_tables(out: Path, study: Study, results: dict[StudyRow, list[dict]], r
                                  "mean_dice": dice.get("mean"), **{s: dice.get(s) for s in structures},
                                  **tested_validation(r, p), "val_curve": curve_cell(r.get("val_curve", {}), p),
                                  "mean_dice_last": r.get("dice_last", {}).get(p, {}).get("mean"),
-                                 "global_step": r["global_step"], "fit_s": r["fit_s"],
+                                 "global_step": r["global_step"], "fit_s": r["fit_s"], "fit_cpu_s": r.get("fit_cpu_s", ""),
                                  "training_images": r.get("training_images", ""),
                                  "run_dir": dirs.get((study_row.group, r["fold"], r["seed"]), "")})
     title = f"{study.title}: " if study.title else ""

@@ -124,6 +124,7 @@ def run_one(spec: RunSpec) -> dict:
         "primary_predictor": cli.model.primary_predictor,
         "global_step": cli.trainer.global_step,
         "fit_s": round(fitted.fit_s, 1),
+        "fit_cpu_s": round(fitted.fit_cpu_s, 1),
         "total_s": round(time.perf_counter() - start, 1),
         "test_volumes": len(cli.datamodule.test_records),
         "training_images": cli.datamodule.described_training(),  # which images the method saw

@@ -36,7 +36,8 @@ def table_structures(table: list[dict]) -> list[str]:
 def aggregate(rows: list, results: dict, reference_label: str | None) -> list[dict]:
     """Per row: mean, std (over runs) and count of the run-level mean Dice and each structure's, the
     paired difference to the row labelled ``reference_label`` (see :func:`paired_difference`) and the mean
-    training time per run (``fit_s``)."""
+    training time per run (``fit_s``, and ``fit_cpu_s``: the process's CPU time, where the runs recorded it) and
+    iterations per run (``steps``)."""
     table = []
     structures = structures_of(results)
     reference = next((row for row in rows if row.label == reference_label), None)
@@ -48,7 +49,10 @@ def aggregate(rows: list, results: dict, reference_label: str | None) -> list[di
         if reference is not None and row != reference:
             paired = paired_difference(runs, row.predictor, results.get(reference, []), reference.predictor)
         fit_s = stats([r.get("fit_s", float("nan")) for r in runs])[0]
-        table.append({"row": row, "cells": cells, "runs": len(runs), "paired": paired, "fit_s": fit_s})
+        fit_cpu_s = stats([r.get("fit_cpu_s", float("nan")) for r in runs])[0]
+        steps = stats([r.get("global_step", float("nan")) for r in runs])[0]
+        table.append({"row": row, "cells": cells, "runs": len(runs), "paired": paired, "fit_s": fit_s,
+                      "fit_cpu_s": fit_cpu_s, "steps": steps})
     return table
 
 
@@ -74,8 +78,9 @@ def markdown_table(table: list[dict], with_paper: bool, reference: str = "baseli
                    paper_column: str = "Paper") -> str:
     structures = table_structures(table)
     with_paired = any(entry.get("paired") for entry in table)
+    timed = ["min/run", "CPU-min/run", "iterations"] if with_time else []
     header = (["Method", "Mean Dice"] + ([f"vs {reference}, paired"] if with_paired else []) + structures
-              + ([paper_column] if with_paper else []) + (["min/run"] if with_time else []) + ["runs"])
+              + ([paper_column] if with_paper else []) + timed + ["runs"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in table:
         row = entry["row"]
@@ -87,8 +92,11 @@ def markdown_table(table: list[dict], with_paper: bool, reference: str = "baseli
         if with_paper:
             cells.append("" if row.paper is None else f"{row.paper:.2f}")
         if with_time:
-            fit_s = entry.get("fit_s", float("nan"))
-            cells.append("n/a" if math.isnan(fit_s) else f"{fit_s / 60:.1f}")
+            for key in ("fit_s", "fit_cpu_s"):
+                seconds = entry.get(key, float("nan"))
+                cells.append("n/a" if math.isnan(seconds) else f"{seconds / 60:.1f}")
+            steps = entry.get("steps", float("nan"))
+            cells.append("n/a" if math.isnan(steps) else f"{steps:.0f}")
         cells.append(str(entry["runs"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

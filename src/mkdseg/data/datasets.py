@@ -229,6 +229,7 @@ class VolumeDataset(Dataset):
             "modality": record.modality,
             "spacing": torch.tensor(record.spacing, dtype=torch.float64),
             "record": record,  # geometry, to write predictions back into the original scan
+            "plane": self.cache.plane(record),  # the slices' in-plane anatomical layout (test-time mirroring)
         }
         if label is not None:
             item["label"] = torch.from_numpy(np.array(label, dtype=np.int64))

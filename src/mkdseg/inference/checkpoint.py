@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,3 +35,32 @@ def load_segmentor(ckpt_path: str | Path, device: str = "cpu") -> tuple[torch.nn
     if not isinstance(image_size, int) or image_size < 1:
         raise InputError(f"{path}: the {kind} in it does not record its slice size (hparams['image_size'])")
     return model, image_size
+
+
+def load_segmentors(ckpt_paths: Sequence[str | Path], device: str = "cpu") -> tuple[list[torch.nn.Module], int]:
+    """:func:`load_segmentor` of each checkpoint of an ensemble: ``(models, image_size)``. All must segment the
+    same structures with the same codes and slicing (``model.spec``) at the same slice size: otherwise an
+    :class:`InputError` names the first checkpoint that differs from the first one, and how."""
+    if not ckpt_paths:
+        raise InputError("no checkpoint given")
+    first_path = Path(ckpt_paths[0])
+    first, image_size = load_segmentor(first_path, device)
+    models = [first]
+    for path in ckpt_paths[1:]:
+        model, size = load_segmentor(path, device)
+        if model.spec != first.spec:
+            raise InputError(f"{path}: cannot ensemble it with {first_path}: {_spec_difference(model.spec, first.spec)}")
+        if size != image_size:
+            raise InputError(f"{path}: cannot ensemble it with {first_path}: its slice size is {size}, not {image_size}")
+        models.append(model)
+    return models, image_size
+
+
+def _spec_difference(spec: DataSpec, first: DataSpec) -> str:
+    """What differs between two label sets and slicings, in words."""
+    a, b = spec.to_dict(), first.to_dict()
+    name = {"structures": "segments", "codes": "writes codes", "modality": "segments modality",
+            "slice_axis": "slices along canonical axis", "margin_mm": "keeps a margin (mm) of",
+            "field_of_view": "was trained on slices showing the"}
+    key = next(k for k in a if a[k] != b[k])
+    return f"it {name.get(key, key)} {a[key]}, the other {b[key]}"

@@ -10,9 +10,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from mkdseg.data.nifti import InputError, MissingInputError, OutputExistsError, check_axcodes, is_nifti_path
-from mkdseg.inference.checkpoint import load_segmentor
+from mkdseg.data.roi import CANONICAL_PLANES
+from mkdseg.inference.checkpoint import load_segmentors
 from mkdseg.inference.device import PRECISION_CHOICES, SlicePredictor, resolve_device, resolve_precision
 from mkdseg.inference.writer import CODE_CHOICES, segment_file
+from mkdseg.mirroring import Mirroring, parse_axes
+from mkdseg.postprocess import class_indices, structures_to_keep
 
 
 CHANNEL_SUFFIX = "_0000"  # nnU-Net's first (here: only) input channel, not part of the case's name
@@ -64,7 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-i", "--input", required=True, type=Path, help="a .nii/.nii.gz scan, or a folder of them")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder for a folder input")
-    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by `mkdseg fit`")
+    parser.add_argument("--ckpt", required=True, type=Path, nargs="+", metavar="CKPT",
+                        help="checkpoint written by `mkdseg fit`; several (e.g. folds' or seeds'): their class "
+                             "probabilities are averaged (they must segment the same structures at the same slice size)")
+    parser.add_argument("--mirror", metavar="AXES", default="none",
+                        help="test-time mirroring along these anatomical axes (LR, AP, SI; e.g. LR or LR,AP): each slice "
+                             "is also predicted mirrored and the probabilities averaged; an LR mirror swaps the structures "
+                             "named left/right (default: none)")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="keep every connected component (default: the checkpoint's decision, made on its validation "
+                             "subjects: each structure where that raised Dice is reduced to its largest component)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write <case>.npz beside each label map: float16 class probabilities [C, *scan shape]")
     parser.add_argument("--codes", choices=CODE_CHOICES, default="dataset",
                         help="label values: the target dataset's own codes (default; 'mmwhs' is an old name for it) "
                              "or class indices 1..N")
@@ -92,20 +106,46 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         print(f"mkdseg segment: error: --orientation: {e}", file=sys.stderr)
         return 2
     try:
+        axes = parse_axes(args.mirror)
+    except ValueError as e:
+        print(f"mkdseg segment: error: --mirror: {e}", file=sys.stderr)
+        return 2
+    try:
         jobs = _pairs(args.input, args.output)
         existing = [str(out) for _, out in jobs if out.exists()]
         if existing and not args.overwrite:
             raise OutputExistsError(f"output exists: {', '.join(existing)}; pass --overwrite to replace")
         device = resolve_device(args.device)
-        model, image_size = load_segmentor(args.ckpt, device)
-        predict = SlicePredictor(model, image_size, device, resolve_precision(args.precision, device))
+        models, image_size = load_segmentors(args.ckpt, device)
+        spec = models[0].spec
+        mirroring = Mirroring.of(CANONICAL_PLANES[spec.slice_axis], axes, spec.structures) if axes else None
+        predict = SlicePredictor(models, image_size, device, resolve_precision(args.precision, device), mirroring)
+        keep = [] if args.no_postprocess else ensemble_decision(models)
     except (InputError, OSError) as e:
         print(f"mkdseg segment: error: {e}", file=sys.stderr)
         return 1
+    if keep:
+        print(f"mkdseg segment: post-processing: only the largest connected component of {', '.join(keep)} "
+              "(the checkpoint's validation decision; --no-postprocess keeps all)")
+    keep_classes = class_indices(spec.structures, keep)
     return _run_jobs(jobs, lambda src, dst: segment_file(
-        src, dst, predict, model.spec, args.codes, args.overwrite, args.batch_size, not args.no_crop, not args.no_progress,
-        args.orientation),
+        src, dst, predict, spec, args.codes, args.overwrite, args.batch_size, not args.no_crop, not args.no_progress,
+        args.orientation, keep_classes, args.save_probabilities),
         progress=not args.no_progress and len(jobs) > 1)
+
+
+def ensemble_decision(models: Sequence) -> list[str]:
+    """The structures whose largest connected component alone is kept: those every model's validation decision
+    keeps it for, for the predictor it segments with (:mod:`mkdseg.postprocess`); none if any model has no
+    decision (older checkpoints, runs without validation)."""
+    kept = None
+    for model in models:
+        decision = getattr(model, "postprocessing", None)
+        if not decision:
+            return []
+        names = structures_to_keep(decision, getattr(model, "primary_predictor", "seg"))
+        kept = [n for n in (names if kept is None else kept) if n in names]
+    return kept or []
 
 
 def _run_jobs(jobs: list[tuple[Path, Path]], run: Callable[[Path, Path], Path], progress: bool) -> int:

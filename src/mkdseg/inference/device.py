@@ -8,27 +8,37 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 
 from mkdseg.data.nifti import InputError
+from mkdseg.mirroring import Mirroring, mirrored_mean
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 class SlicePredictor:
-    """Calls a model's ``predict_proba`` on batches of slices, on a device and at a precision.
+    """The probabilities of batches of slices: one model's ``predict_proba``, or the mean of several models'
+    (an ensemble of folds' or seeds' checkpoints), each averaged over test-time mirror images (``mirroring``,
+    :mod:`mkdseg.mirroring`), on a device and at a precision.
 
     ``predict(x [B, 1, S, S] float32 in [-1, 1]) -> probabilities [B, C, S, S] float32 on the CPU``,
-    with ``S = image_size``.
+    with ``S = image_size``. One model without mirroring computes exactly what ``model.predict_proba`` does.
     """
 
-    def __init__(self, model: torch.nn.Module, image_size: int, device: str = "cpu", precision: str = "fp32"):
-        self.model = model.to(device).eval()
+    def __init__(self, model: torch.nn.Module | Sequence[torch.nn.Module], image_size: int, device: str = "cpu",
+                 precision: str = "fp32", mirroring: Mirroring | None = None):
+        models = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not models:
+            raise ValueError("SlicePredictor needs at least one model")
+        self.models = [m.to(device).eval() for m in models]
+        self.model = self.models[0]
         self.image_size = image_size
         self.device = torch.device(device)
         self.precision = precision
+        self.mirroring = mirroring
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
@@ -37,9 +47,15 @@ class SlicePredictor:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        total = None
         with self._autocast():
-            probs = self.model.predict_proba(x.to(self.device))
-        return probs.float().cpu()
+            for model in self.models:
+                probs = mirrored_mean(lambda v, m=model: {"p": m.predict_proba(v)}, x, self.mirroring)["p"].float()
+                total = probs if total is None else total + probs
+        if len(self.models) > 1:
+            total = total / len(self.models)
+        return total.cpu()
 
 
 def resolve_precision(precision: str, device: str) -> str:

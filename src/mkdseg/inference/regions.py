@@ -19,7 +19,8 @@ showed (``model.spec.field_of_view``, :mod:`mkdseg.data.preprocess`):
 
 Intensities are normalised with the same function and window rule as preprocessing
 (:mod:`mkdseg.data.intensity`), over the whole canonical volume. Probabilities exist only one batch of
-slices at a time; the volume-sized arrays are the input and the uint8 label map.
+slices at a time; the volume-sized arrays are the input and the uint8 label map (and, only when they are
+asked for, ``segment --save-probabilities``, a float16 canvas of every class's probabilities).
 
 Why not MONAI's ``SliceInferer`` / ``sliding_window_inference``: the network's window *is* the whole
 (resized) slice, so a sliding window has nothing to slide and would only add its weighting and copies;
@@ -35,7 +36,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from mkdseg.data.intensity import intensity_window
@@ -54,6 +54,7 @@ from mkdseg.data.roi import (
 )
 from mkdseg.inference.device import SlicePredictor
 from mkdseg.labels import DataSpec
+from mkdseg.postprocess import largest_component
 
 LOCATE_STEP_MM = 5.0  # slice spacing of the locating pass; an organ spans several such slices
 
@@ -64,22 +65,30 @@ def _batches(indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 
 def predict_box(volume: np.ndarray, window: tuple[float, float], box: Box, z: np.ndarray, predict: SlicePredictor,
-                out: np.ndarray, out_z: np.ndarray, batch_size: int, bar: tqdm | None = None) -> None:
+                out: np.ndarray, out_z: np.ndarray, batch_size: int, bar: tqdm | None = None,
+                probabilities: np.ndarray | None = None) -> None:
     """Segment the box's in-plane window on slices ``z`` of ``volume`` ``[X, Y, Z]`` (canonical, raw
-    intensities); write the class labels into ``out[:, :, out_z]`` (``out`` uint8 ``[X, Y, *]``)."""
+    intensities); write the class labels into ``out[:, :, out_z]`` (``out`` uint8 ``[X, Y, *]``), and the
+    probabilities into ``probabilities[:, :, :, out_z]`` if given (``[C, X, Y, *]``)."""
     for zb, ob in zip(_batches(z, batch_size), _batches(out_z, batch_size)):
         probs = predict(network_input(volume, window, box, predict.image_size, zb)[:, None])
-        paste_probabilities(probs, box, out, ob)
+        paste_probabilities(probs, box, out, ob, probabilities)
         if bar is not None:
             bar.update(len(zb))
 
 
-def paste_probabilities(probs: torch.Tensor, box: Box, out: np.ndarray, out_z: np.ndarray) -> None:
+def paste_probabilities(probs: torch.Tensor, box: Box, out: np.ndarray, out_z: np.ndarray,
+                        probabilities: np.ndarray | None = None) -> None:
     """Resize slice probabilities ``[S, C, size, size]`` to the box's in-plane window, take the class
-    with the highest, and write it into ``out[:, :, out_z]`` (the part of the box inside ``out``)."""
+    with the highest, and write it into ``out[:, :, out_z]`` (the part of the box inside ``out``); the
+    resized probabilities themselves into ``probabilities[c, :, :, out_z]`` if given (``[C, X, Y, *]``)."""
+    resized = resize_image(probs, box.in_plane)
     # max(1).indices: the argmax, at a third of argmax(1)'s cost on [B, C, 512, 512] (torch 2.13, CPU)
-    labels = resize_image(probs, box.in_plane).max(1).indices.to(torch.uint8).numpy()
+    labels = resized.max(1).indices.to(torch.uint8).numpy()
     paste_slices(out, labels, box, out_z)
+    if probabilities is not None:
+        for c in range(probabilities.shape[0]):
+            paste_slices(probabilities[c], resized[:, c].numpy().astype(probabilities.dtype), box, out_z)
 
 
 def locate_structures(coarse: np.ndarray, z_sampled: np.ndarray, n_slices: int) -> tuple[tuple[int, int], ...] | None:
@@ -99,29 +108,27 @@ def locate_structures(coarse: np.ndarray, z_sampled: np.ndarray, n_slices: int) 
     return (x0, x1), (y0, y1), (z0, z1)
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of a 3D boolean mask (MONAI's KeepLargestConnectedComponent
-    does the same but needs scikit-image, which nothing else here needs)."""
-    components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return mask
-    return components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
-
-
 def segment_canonical(volume: np.ndarray, spacing: tuple[float, float, float], predict: SlicePredictor,
                       spec: DataSpec, batch_size: int = 8, crop: bool = True, progress: bool = False,
-                      desc: str = "segment") -> np.ndarray:
+                      desc: str = "segment", probabilities: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class labels ``uint8 [X, Y, Z]`` for a canonical (RAS) volume of raw intensities ``[X, Y, Z]``
     with voxel size ``spacing`` (mm, canonical axes), sliced along ``spec.slice_axis``. See the module
-    docstring for the two passes."""
+    docstring for the two passes. ``probabilities``: also return the class probabilities, float16
+    ``[C, X, Y, Z]`` (outside the segmented box: background 1), a canvas of ``C`` volumes kept only then."""
     view = slicing_view(volume, spec.slice_axis)
+    canvas = np.zeros((spec.num_classes, *view.shape), dtype=np.float16) if probabilities else None
+    if canvas is not None:
+        canvas[0] = 1.0
     labels = _segment_view(view, slicing_spacing(spacing, spec.slice_axis), predict, spec, batch_size,
-                           crop, progress, desc)
-    return from_slicing_view(labels, spec.slice_axis)
+                           crop, progress, desc, canvas)
+    labels = from_slicing_view(labels, spec.slice_axis)
+    if canvas is None:
+        return labels
+    return labels, np.moveaxis(canvas, 3, 1 + spec.slice_axis)
 
 
 def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predict: SlicePredictor, spec: DataSpec,
-                  batch_size: int, crop: bool, progress: bool, desc: str) -> np.ndarray:
+                  batch_size: int, crop: bool, progress: bool, desc: str, canvas: np.ndarray | None = None) -> np.ndarray:
     """:func:`segment_canonical` on a volume whose slice axis is already last."""
     shape = volume.shape
     window = intensity_window(volume)
@@ -131,7 +138,7 @@ def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predi
         if not crop or spec.field_of_view == "body":
             bar.total = shape[2]
             box = body_box(volume, window, spacing) if crop else whole_slice_box(shape, spacing)
-            predict_box(volume, window, box, all_z, predict, labels, all_z, batch_size, bar)
+            predict_box(volume, window, box, all_z, predict, labels, all_z, batch_size, bar, canvas)
             return labels
         whole = whole_slice_box(shape, spacing)
         step = max(1, int(round(LOCATE_STEP_MM / spacing[2])))
@@ -146,5 +153,5 @@ def _segment_view(volume: np.ndarray, spacing: tuple[float, float, float], predi
         z = np.arange(*box.z)
         bar.total += len(z)
         bar.refresh()
-        predict_box(volume, window, box, z, predict, labels, z, batch_size, bar)
+        predict_box(volume, window, box, z, predict, labels, z, batch_size, bar, canvas)
     return labels

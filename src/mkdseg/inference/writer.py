@@ -8,6 +8,7 @@ as the target dataset's own codes (``codes="dataset"``, the default) or as class
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +28,9 @@ from mkdseg.data.nifti import (
 )
 from mkdseg.data.roi import Box, from_slicing_view, slicing_view
 from mkdseg.inference.device import SlicePredictor
+from mkdseg import postprocess
+from mkdseg.inference.probabilities import probabilities_path
+from mkdseg.inference.probabilities import save_probabilities as write_probabilities
 from mkdseg.inference.regions import paste_probabilities, segment_canonical
 from mkdseg.labels import DataSpec
 
@@ -40,11 +44,14 @@ def output_values(classes: np.ndarray, spec: DataSpec, codes: str = "dataset") -
 
 def segment_file(image_path: str | Path, output_path: str | Path, predict: SlicePredictor, spec: DataSpec,
                  codes: str = "dataset", overwrite: bool = False, batch_size: int = 8, crop: bool = True,
-                 progress: bool = False, orientation: str | None = None) -> Path:
+                 progress: bool = False, orientation: str | None = None, keep_largest: Sequence[int] = (),
+                 save_probabilities: bool = False) -> Path:
     """Segment one NIfTI scan and write its label map (the target dataset's codes, int16; or class
     indices, uint8) with the input's shape, affine and header. Written atomically; an existing output
     is refused unless ``overwrite``. ``orientation``: the array's true orientation if the header's is wrong
-    (as given to ``mkdseg preprocess``)."""
+    (as given to ``mkdseg preprocess``). ``keep_largest``: class indices reduced to their largest connected
+    component (:mod:`mkdseg.postprocess`). ``save_probabilities``: also write the class probabilities
+    beside the label map (:mod:`mkdseg.inference.probabilities`)."""
     if codes not in CODE_CHOICES:
         raise ValueError(f"codes must be one of {CODE_CHOICES}, got {codes!r}")
     output_path = Path(output_path)
@@ -52,14 +59,22 @@ def segment_file(image_path: str | Path, output_path: str | Path, predict: Slice
         raise InputError(f"{output_path}: output must end in .nii or .nii.gz")
     if output_path.exists() and output_path.resolve() == Path(image_path).resolve():
         raise InputError(f"{output_path}: output would replace the input scan; choose another output path")
-    if output_path.exists() and not overwrite:  # fail before the expensive part
-        raise OutputExistsError(f"{output_path}: output exists; pass --overwrite to replace it")
+    outputs = [output_path, probabilities_path(output_path)] if save_probabilities else [output_path]
+    for path in outputs:
+        if path.exists() and not overwrite:  # fail before the expensive part
+            raise OutputExistsError(f"{path}: output exists; pass --overwrite to replace it")
     image, geometry = load_image(image_path)
     geometry = geometry.declared_as(orientation)
     canonical = to_canonical(image, geometry)
-    classes = segment_canonical(canonical, geometry.canonical_spacing, predict, spec, batch_size, crop,
-                                progress=progress, desc=Path(image_path).name)
+    result = segment_canonical(canonical, geometry.canonical_spacing, predict, spec, batch_size, crop,
+                               progress=progress, desc=Path(image_path).name, probabilities=save_probabilities)
+    classes, probabilities = result if save_probabilities else (result, None)
     del image, canonical
+    if keep_largest:
+        classes = postprocess.keep_largest(classes, keep_largest)
+    if probabilities is not None:
+        write_probabilities(probabilities, geometry, spec, outputs[1], "index" if codes == "index" else "dataset", overwrite)
+        del probabilities
     return save_like(output_values(from_canonical(classes, geometry), spec, codes), geometry, output_path, overwrite=overwrite)
 
 
@@ -104,10 +119,13 @@ class ScanCanvas:
 
 
 def write_cached_prediction(probs: torch.Tensor, record: VolumeRecord, spec: DataSpec, path: str | Path,
-                            codes: str = "dataset") -> Path:
+                            codes: str = "dataset", keep_largest: Sequence[int] = ()) -> Path:
     """Write the slice probabilities ``[S, C, size, size]`` of a cached volume as a label map in the
-    geometry of the scan it was preprocessed from (:class:`ScanCanvas`)."""
+    geometry of the scan it was preprocessed from (:class:`ScanCanvas`); ``keep_largest``: class indices
+    reduced to their largest connected component (:mod:`mkdseg.postprocess`)."""
     canvas = ScanCanvas(record, spec)
     canvas.paste(probs, np.arange(len(probs)))
     classes, geometry = canvas.labels()
+    if keep_largest:
+        classes = postprocess.keep_largest(classes, keep_largest)
     return save_like(output_values(classes, spec, codes), geometry, path, overwrite=True)

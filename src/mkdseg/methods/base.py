@@ -5,6 +5,10 @@ and ``configure_optimizers``, and says how it predicts in :meth:`predict_compone
 test, prediction and metric logging are the same for every method; the result files of a test are
 written from :meth:`SegmentationMethod.evaluation_summary` by
 :class:`mkdseg.reports.EvaluationReportWriter`.
+
+Each validation also decides the post-processing (:mod:`mkdseg.postprocess`: per predictor and structure,
+whether keeping only the largest connected component raises the mean validation Dice), which the
+checkpoints saved after it hold and ``test``, ``predict`` and ``mkdseg segment`` apply.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from mkdseg import postprocess
 from mkdseg.data.nifti import load_label
+from mkdseg.data.roi import CANONICAL_PLANES
 from mkdseg.inference.writer import ScanCanvas, record_geometry
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
+from mkdseg.mirroring import Mirroring, mirrored_mean
 from mkdseg.methods.distributed import gather_per_rank
 from mkdseg.methods.options import check_at_least
 from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
@@ -53,6 +60,11 @@ class SegmentationMethod(L.LightningModule):
     #: tests score surface distances too (most of a test's time on whole scans); a caller that needs only
     #: Dice from a test (``mkdseg compare``'s look at the final weights) switches them off
     assd_in_test: bool = True
+    #: ``test`` (and ``predict``) apply the post-processing that validation decided (:attr:`postprocessing`)
+    postprocess_in_test: bool = True
+    #: anatomical axes (``LR``, ``AP``, ``SI``) of test-time mirroring in validation, test and prediction
+    #: (:mod:`mkdseg.mirroring`; ``mkdseg segment --mirror`` for scans); none by default
+    test_mirror: tuple[str, ...] = ()
 
     def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
         super().__init__()
@@ -63,6 +75,9 @@ class SegmentationMethod(L.LightningModule):
         self._eval_rows: list[dict] = []
         self._summaries: dict[str, dict] = {}  # stage -> its latest evaluation (see evaluation_summary)
         self._scan_labels: dict[str, tuple] = {}  # label file -> (classes, spacing), see scan_label
+        self._largest_rows: list[dict] = []  # validation rows scored with each structure's largest component kept
+        #: the latest validation's post-processing decision (:mod:`mkdseg.postprocess`), saved in checkpoints
+        self.postprocessing: dict | None = None
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -91,41 +106,77 @@ class SegmentationMethod(L.LightningModule):
             components = self.predict_components(x_t.to(self.device))
             return {"segmentation": {k: v.argmax(1).cpu() for k, v in components.items()}}
 
+    def mirroring(self, plane: str | None = None) -> Mirroring | None:
+        """The test-time mirroring of :attr:`test_mirror` for slices laid out as ``plane`` (default: the canonical
+        layout of ``spec.slice_axis``, as ``mkdseg segment`` cuts scans); ``None`` without mirroring."""
+        if not self.test_mirror:
+            return None
+        return Mirroring.of(plane or CANONICAL_PLANES[self.spec.slice_axis], self.test_mirror, self.spec.structures)
+
+    def evaluation_components(self, x: torch.Tensor, plane: str | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`predict_components` as validation, test and prediction run it: averaged over the mirror images
+        of :attr:`test_mirror` (:func:`mkdseg.mirroring.mirrored_mean`, as ``mkdseg segment --mirror``)."""
+        return mirrored_mean(self.predict_components, x, self.mirroring(plane))
+
+    def postprocessing_classes(self, predictor: str | None = None) -> list[int]:
+        """Class indices whose largest connected component alone ``predictor`` (default: the primary) keeps, as
+        the latest validation decided (:attr:`postprocessing`); none without a decision."""
+        names = postprocess.structures_to_keep(self.postprocessing, predictor or self.primary_predictor)
+        return postprocess.class_indices(self.spec.structures, names)
+
     @torch.no_grad()
-    def predict_volume(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    def predict_volume(self, image: torch.Tensor, plane: str | None = None) -> dict[str, torch.Tensor]:
         """``image [S, 1, H, W]`` -> ``{name: label map [S, H, W] uint8}``, in chunks of ``eval_batch_size`` slices."""
         labels: dict[str, list[torch.Tensor]] = {}
         for chunk in image.split(self.eval_batch_size):
-            for name, probs in self.predict_components(chunk.to(self.device)).items():
+            for name, probs in self.evaluation_components(chunk.to(self.device), plane).items():
                 labels.setdefault(name, []).append(probs.argmax(1).to(torch.uint8).cpu())
         return {name: torch.cat(parts) for name, parts in labels.items()}
 
     # -- evaluation ----------------------------------------------------------------------------
-    def _evaluate(self, batch: dict, with_assd: bool) -> None:
+    def _evaluate(self, batch: dict, with_assd: bool, stage: str = "val") -> None:
         """Score every predictor on one volume. A volume preprocessed from a labelled scan is scored as a user
         gets it: its slices' predictions put back into the scan's own grid (as ``mkdseg segment`` and
         ``predict`` write them) against the scan's own label file, in mm of that grid. Other volumes (the
-        phantom's, caches written before they recorded their label file) are scored on their cached slices."""
-        record = batch.get("record")
+        phantom's, caches written before they recorded their label file) are scored on their cached slices.
+
+        ``stage`` ``val``: each predictor is also scored with every structure's largest connected component kept
+        (what the post-processing decision weighs); ``test``: the decision is applied (:attr:`postprocess_in_test`)."""
+        record, plane = batch.get("record"), batch.get("plane")
         label_file = record.extra.get("source_label_path") if record is not None else None
         if label_file:
-            predictions, truth, spacing = self.predict_in_scan(batch["image"], record), *self.scan_label(record)
+            predictions, truth, spacing = self.predict_in_scan(batch["image"], record, plane), *self.scan_label(record)
         elif "label" in batch:
-            predictions, truth, spacing = self.predict_volume(batch["image"]), batch["label"], batch["spacing"].tolist()
+            predictions, truth = self.predict_volume(batch["image"], plane), batch["label"]
+            spacing = batch["spacing"].tolist()
         else:
             raise ValueError(f"volume {batch.get('subject')} has no label: cannot evaluate")
+        if stage == "test" and self.postprocess_in_test:
+            keep = {name: self.postprocessing_classes(name) for name in predictions}
+            predictions = {name: postprocess.keep_largest(np.asarray(pred), keep[name]) if keep[name] else pred
+                           for name, pred in predictions.items()}
+        self._eval_rows += self._score(predictions, truth, spacing, with_assd, batch["subject"])
+        if stage == "val":
+            every = range(1, self.num_classes)
+            largest = {name: postprocess.keep_largest(np.asarray(pred), every) for name, pred in predictions.items()}
+            self._largest_rows += self._score(largest, truth, spacing, False, batch["subject"])
+
+    def _score(self, predictions: dict, truth, spacing, with_assd: bool, subject: str) -> list[dict]:
+        rows = []
         for name, pred in predictions.items():
             scores = volume_scores(pred, truth, self.spec.structures, spacing, with_assd)
-            for structure, values in scores.items():
-                self._eval_rows.append({"predictor": name, "subject": batch["subject"], "structure": structure, **values})
+            rows += [{"predictor": name, "subject": subject, "structure": s, **values} for s, values in scores.items()]
+        return rows
 
     @torch.no_grad()
-    def predict_in_scan(self, image: torch.Tensor, record) -> dict[str, np.ndarray]:
-        """``image [S, 1, H, W]`` (a cached volume) -> ``{predictor: class indices in the scan's own grid}``."""
+    def predict_in_scan(self, image: torch.Tensor, record, plane: str | None = None) -> dict[str, np.ndarray]:
+        """``image [S, 1, H, W]`` (a cached volume) -> ``{predictor: class indices in the scan's own grid}``;
+        ``plane``: the slices' in-plane layout (the record's, :meth:`SliceCache.plane`), for :attr:`test_mirror`."""
         canvases: dict[str, ScanCanvas] = {}
         positions = torch.arange(len(image))
+        plane = plane or getattr(record, "plane", None)
         for chunk, at in zip(image.split(self.eval_batch_size), positions.split(self.eval_batch_size)):
-            for name, probs in self.predict_components(chunk.to(self.device)).items():
+            for name, probs in self.evaluation_components(chunk.to(self.device), plane).items():
                 canvases.setdefault(name, ScanCanvas(record, self.spec)).paste(probs.float().cpu(), at.numpy())
         in_scan = {}
         for name, canvas in canvases.items():
@@ -144,25 +195,29 @@ class SegmentationMethod(L.LightningModule):
         return self._scan_labels[key]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, with_assd=False)
+        self._evaluate(batch, with_assd=False, stage="val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, with_assd=self.assd_in_test)
+        self._evaluate(batch, with_assd=self.assd_in_test, stage="test")
 
     @torch.no_grad()
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """The primary predictor's probabilities of a cached volume, slice by slice (``[S, C, H, W]``, on the CPU)."""
-        chunks = [self.predict_proba(c.to(self.device)).float().cpu() for c in batch["image"].split(self.eval_batch_size)]
-        return {"subject": batch["subject"], "record": batch["record"], "probabilities": torch.cat(chunks)}
+        """The primary predictor's probabilities of a cached volume, slice by slice (``[S, C, H, W]``, on the CPU),
+        and the classes its post-processing keeps the largest component of (``keep_largest``)."""
+        mirroring, primary = self.mirroring(batch.get("plane")), self.primary_predictor
+        chunks = [mirrored_mean(lambda x: {primary: self.predict_proba(x)}, c.to(self.device), mirroring)[primary].float().cpu()
+                  for c in batch["image"].split(self.eval_batch_size)]
+        keep = self.postprocessing_classes() if self.postprocess_in_test else []
+        return {"subject": batch["subject"], "record": batch["record"], "probabilities": torch.cat(chunks), "keep_largest": keep}
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_rows = []
+        self._eval_rows, self._largest_rows = [], []
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _gathered_rows(self) -> list[dict]:
-        """Rows from every rank, without the duplicates a padded distributed sampler adds."""
-        rows = [r for part in gather_per_rank(self._eval_rows) for r in part]
+    def _gathered_rows(self, rows: list[dict] | None = None) -> list[dict]:
+        """Rows (default: the evaluation's) from every rank, without the duplicates a padded distributed sampler adds."""
+        rows = [r for part in gather_per_rank(self._eval_rows if rows is None else rows) for r in part]
         unique = {(r["predictor"], r["subject"], r["structure"]): r for r in rows}
         return list(unique.values())
 
@@ -180,7 +235,28 @@ class SegmentationMethod(L.LightningModule):
         if not math.isnan(primary):
             self.log(f"{stage}/dice", primary, prog_bar=True)
         self._summaries[stage] = {"stage": stage, "step": self.global_step, "rows": rows, "dice": summary}
+        if stage == "val":
+            self._decide_postprocessing(rows)
+        if self.postprocessing is not None and (stage == "val" or self.postprocess_in_test):  # what the scores reflect
+            self._summaries[stage]["postprocessing"] = self.postprocessing
         return self._summaries[stage]
+
+    def _decide_postprocessing(self, rows: list[dict]) -> None:
+        """Per predictor and structure: keep only the largest connected component where that raised the mean Dice
+        over the validation subjects (:func:`mkdseg.postprocess.decide`); kept in :attr:`postprocessing`, which
+        the checkpoint saved after this validation writes. Logs ``val/dice_postprocessed`` (the primary
+        predictor's mean Dice with the decision applied). Not on the sanity check's untrained weights."""
+        largest = self._gathered_rows(self._largest_rows)
+        if not largest or (self._trainer is not None and self._trainer.sanity_checking):
+            return
+        keep = postprocess.decide(rows, largest)
+        self.postprocessing = {"keep_largest": keep, "step": int(self.global_step),
+                               "subjects": sorted({str(r["subject"]) for r in rows}),
+                               "dice": postprocess.mean_dice(rows, largest)}
+        chosen = summarize(postprocess.apply_decision(rows, largest, keep), "dice")
+        value = chosen.get(self.primary_predictor, {}).get("mean", {}).get("mean", float("nan"))
+        if not math.isnan(value):
+            self.log("val/dice_postprocessed", value, sync_dist=False, rank_zero_only=False)
 
     def evaluation_summary(self, stage: str) -> dict:
         """The latest evaluation of ``stage`` (``"val"`` or ``"test"``): ``{"stage", "step", "rows": per volume,
@@ -205,9 +281,12 @@ class SegmentationMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[METHOD_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         save_training_state(self, checkpoint)  # random streams of every rank, loss scales (exact resume)
+        if self.postprocessing is not None:  # the decision of the validation this checkpoint follows
+            checkpoint[postprocess.CHECKPOINT_KEY] = self.postprocessing
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         load_training_state(self, checkpoint)
+        self.postprocessing = checkpoint.get(postprocess.CHECKPOINT_KEY)
 
     def on_train_start(self) -> None:
         resume_training_state(self)

@@ -18,7 +18,7 @@ from mkdseg.losses import GanMode, GANLoss, cycle_loss
 from mkdseg.methods.manual import ManualMethod, check_image_size, frozen
 from mkdseg.methods.options import check_at_least, check_choice, check_positive
 from mkdseg.methods.pool import ImagePool
-from mkdseg.methods.shared import segmentor_optimizer, segmentor_scheduler
+from mkdseg.methods.shared import segmentor_optimizer, segmentor_schedulers
 from mkdseg.methods.training_state import load_image_pools, save_image_pools
 from mkdseg.nets import NLayerDiscriminator, ResnetGenerator, init_weights
 from mkdseg.nets.generator import Upsampling
@@ -50,8 +50,6 @@ class CycleGANMethod(ManualMethod):
         lr_gen: the generators' Adam learning rate (paper: 2e-4).
         lr_disc: the discriminators' Adam learning rate (paper: 2e-4).
         gan_betas: the translator's Adam betas (CycleGAN: (0.5, 0.999)).
-        compile: ``torch.compile`` each network (in place: checkpoints keep their keys) when the trainer
-            sets the model up. Pays off on a GPU at paper size; compiling takes minutes.
         gen_upsampling: departure from the paper, off by default: ``transpose`` (CycleGAN) or ``resize``
             (nearest x2 then a 3x3 convolution; see :class:`~mkdseg.nets.ResnetGenerator`).
         gan_lr_decay: departure from the paper, off by default: ``constant`` (the paper's fixed rates) or
@@ -80,7 +78,6 @@ class CycleGANMethod(ManualMethod):
         lr_gen: float = 2e-4,
         lr_disc: float = 2e-4,
         gan_betas: tuple[float, float] = (0.5, 0.999),
-        compile: bool = False,
         gen_upsampling: Upsampling = "transpose",
         gan_lr_decay: GanLrDecay = "constant",
         **kwargs,
@@ -108,7 +105,6 @@ class CycleGANMethod(ManualMethod):
                          *(getattr(self, n).size_divisor for n in self.segmentor_names()))
         self.gan_loss = GANLoss(gan_mode)
         self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)
-        self.compiled_networks: set[str] = set()
 
     # -- what subclasses define ----------------------------------------------------------------
     def build_segmentors(self) -> None:
@@ -122,12 +118,6 @@ class CycleGANMethod(ManualMethod):
     def network_names(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.TRANSLATOR + self.segmentor_names()
 
-    def configure_model(self) -> None:
-        if self.hparams.get("compile", False):
-            for name in self.network_names:
-                if name not in self.compiled_networks:  # the hook runs once per trainer call
-                    getattr(self, name).compile()
-                    self.compiled_networks.add(name)
 
     # -- the alignment module ------------------------------------------------------------------
     @staticmethod
@@ -203,6 +193,7 @@ class CycleGANMethod(ManualMethod):
         return self.trainer.max_steps
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)  # the segmentors' schedule
         # A function of global_step, not a scheduler's own counter: resuming or extending a run stays exact.
         if self.hparams.gan_lr_decay != "linear":
             return
@@ -223,7 +214,7 @@ class CycleGANMethod(ManualMethod):
             adam(self.d_a.parameters(), lr=hp.lr_disc, betas=tuple(hp.gan_betas)),
         ]
         seg = [segmentor_optimizer(hp, getattr(self, n).parameters()) for n in self.segmentor_names()]
-        return optimizers + seg, [segmentor_scheduler(hp, opt) for opt in seg]
+        return optimizers + seg, segmentor_schedulers(hp, seg)
 
     # -- checkpoints: the pools are training state too (one pair per rank under DDP) ----------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

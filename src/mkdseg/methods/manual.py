@@ -105,6 +105,17 @@ class ManualMethod(SegmentorOptions):
     def named_optimizers(self) -> dict:
         return dict(zip(self.network_names, self.optimizers()))
 
+    def segmentor_names(self) -> tuple[str, ...]:
+        """The segmentors' attribute names (their optimizers follow ``seg_lr_schedule``)."""
+        return self.network_names
+
+    def networks_to_compile(self) -> tuple[str, ...]:
+        return tuple(self.network_names)
+
+    def segmentor_optimizers(self) -> list:
+        named = self.named_optimizers()
+        return [named[n] for n in self.segmentor_names()]
+
     def _step(self, loss: torch.Tensor, *networks: str, count_last: bool = False) -> None:
         """zero_grad, one backward of ``loss`` and a step of the optimizer of each of ``networks``
         (attribute names of networks with disjoint parameters, e.g. ``"g_at", "g_ta"``).

@@ -7,7 +7,7 @@ import torch
 
 from mkdseg.methods.manual import ManualMethod, check_image_size
 from mkdseg.methods.mkd import MutualDistillation
-from mkdseg.methods.shared import segmentor_optimizer, segmentor_scheduler
+from mkdseg.methods.shared import segmentor_optimizer, segmentor_schedulers
 
 
 class MKDNoAlignment(MutualDistillation, ManualMethod):
@@ -39,4 +39,4 @@ class MKDNoAlignment(MutualDistillation, ManualMethod):
 
     def configure_optimizers(self):
         optimizers = [segmentor_optimizer(self.hparams, self.s_syn.parameters()), segmentor_optimizer(self.hparams, self.s_real.parameters())]
-        return optimizers, [segmentor_scheduler(self.hparams, opt) for opt in optimizers]
+        return optimizers, segmentor_schedulers(self.hparams, optimizers)
