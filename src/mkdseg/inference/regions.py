@@ -35,9 +35,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from mkdseg.data.canvas import paste_probabilities
 from mkdseg.data.intensity import intensity_window
 from mkdseg.data.roi import (
     Box,
@@ -45,8 +45,6 @@ from mkdseg.data.roi import (
     bounding_ranges,
     from_slicing_view,
     network_input,
-    paste_slices,
-    resize_image,
     slicing_spacing,
     slicing_view,
     square_box,
@@ -75,20 +73,6 @@ def predict_box(volume: np.ndarray, window: tuple[float, float], box: Box, z: np
         paste_probabilities(probs, box, out, ob, probabilities)
         if bar is not None:
             bar.update(len(zb))
-
-
-def paste_probabilities(probs: torch.Tensor, box: Box, out: np.ndarray, out_z: np.ndarray,
-                        probabilities: np.ndarray | None = None) -> None:
-    """Resize slice probabilities ``[S, C, size, size]`` to the box's in-plane window, take the class
-    with the highest, and write it into ``out[:, :, out_z]`` (the part of the box inside ``out``); the
-    resized probabilities themselves into ``probabilities[c, :, :, out_z]`` if given (``[C, X, Y, *]``)."""
-    resized = resize_image(probs, box.in_plane)
-    # max(1).indices: the argmax, at a third of argmax(1)'s cost on [B, C, 512, 512] (torch 2.13, CPU)
-    labels = resized.max(1).indices.to(torch.uint8).numpy()
-    paste_slices(out, labels, box, out_z)
-    if probabilities is not None:
-        for c in range(probabilities.shape[0]):
-            paste_slices(probabilities[c], resized[:, c].numpy().astype(probabilities.dtype), box, out_z)
 
 
 def locate_structures(coarse: np.ndarray, z_sampled: np.ndarray, n_slices: int) -> tuple[tuple[int, int], ...] | None:

@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from mkdseg.data.cache import VolumeRecord
 from mkdseg.data.nifti import (
-    Geometry,
     InputError,
     OutputExistsError,
     from_canonical,
@@ -26,12 +24,12 @@ from mkdseg.data.nifti import (
     save_like,
     to_canonical,
 )
-from mkdseg.data.roi import Box, from_slicing_view, slicing_view
 from mkdseg.inference.device import SlicePredictor
 from mkdseg import postprocess
 from mkdseg.inference.probabilities import probabilities_path
 from mkdseg.inference.probabilities import save_probabilities as write_probabilities
-from mkdseg.inference.regions import paste_probabilities, segment_canonical
+from mkdseg.data.canvas import ScanCanvas
+from mkdseg.inference.regions import segment_canonical
 from mkdseg.labels import DataSpec
 
 CODE_CHOICES = ("dataset", "index", "mmwhs")  # mmwhs: the name of `dataset` before label sets (MM-WHS codes)
@@ -76,46 +74,6 @@ def segment_file(image_path: str | Path, output_path: str | Path, predict: Slice
         write_probabilities(probabilities, geometry, spec, outputs[1], "index" if codes == "index" else "dataset", overwrite)
         del probabilities
     return save_like(output_values(from_canonical(classes, geometry), spec, codes), geometry, output_path, overwrite=overwrite)
-
-
-def record_geometry(record: VolumeRecord, shape: tuple[int, ...] | None = None) -> Geometry:
-    """The geometry of the scan a cached volume was preprocessed from (``shape``: where the record has none,
-    as the phantom's, whose cached grid is its original grid)."""
-    affine = np.asarray(record.affine if record.affine is not None else np.eye(4), dtype=np.float64)
-    header = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), affine).header
-    shape = tuple(record.original_shape) if record.original_shape else shape
-    return Geometry(Path(record.image_file), shape, affine, header).declared_as(record.extra.get("declared_orientation"))
-
-
-class ScanCanvas:
-    """The label map of the scan a cached volume was preprocessed from, filled batch by batch from slice
-    probabilities ``[S, C, size, size]``: each slice back into its box (:attr:`VolumeRecord.crop_box`) in
-    the scan's grid, the rest background. Records without a crop box are their own original grid."""
-
-    def __init__(self, record: VolumeRecord, spec: DataSpec):
-        self.record, self.spec = record, spec
-        self._slices: list[np.ndarray] = []  # without a crop box: the cached slices' labels, in order
-        self._view = None
-        if record.crop_box is not None:
-            canonical = record_geometry(record).canonical_shape
-            self._view = np.zeros(slicing_view(np.empty(canonical, bool), spec.slice_axis).shape, dtype=np.uint8)
-            self._box = Box(*(tuple(r) for r in record.crop_box))
-
-    def paste(self, probs: torch.Tensor, positions: np.ndarray) -> None:
-        """The probabilities of the cached slices at ``positions`` (indices into the cached volume)."""
-        if self._view is None:
-            self._slices.append(probs.max(1).indices.to(torch.uint8).numpy())
-        else:
-            paste_probabilities(probs, self._box, self._view, np.asarray(self.record.slice_indices)[positions])
-
-    def labels(self) -> tuple[np.ndarray, Geometry]:
-        """Class indices (uint8, in the file's axes and shape) and the scan's geometry."""
-        if self._view is None:
-            stack = np.concatenate(self._slices)
-            geometry = record_geometry(self.record, stack.shape)
-            return stack.reshape(geometry.shape), geometry
-        geometry = record_geometry(self.record)
-        return from_canonical(np.ascontiguousarray(from_slicing_view(self._view, self.spec.slice_axis)), geometry), geometry
 
 
 def write_cached_prediction(probs: torch.Tensor, record: VolumeRecord, spec: DataSpec, path: str | Path,

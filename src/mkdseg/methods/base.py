@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from mkdseg import postprocess
 from mkdseg.data.nifti import load_label
 from mkdseg.data.roi import CANONICAL_PLANES
-from mkdseg.inference.writer import ScanCanvas, record_geometry
+from mkdseg.data.canvas import ScanCanvas, record_geometry
 from mkdseg.labels import DataSpec
 from mkdseg.metrics import format_table, summarize, volume_scores
 from mkdseg.mirroring import Mirroring, mirrored_mean
