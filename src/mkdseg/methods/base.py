@@ -204,8 +204,8 @@ class SegmentationMethod(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """The primary predictor's probabilities of a cached volume, slice by slice (``[S, C, H, W]``, on the CPU),
         and the classes its post-processing keeps the largest component of (``keep_largest``)."""
-        mirroring, primary = self.mirroring(batch.get("plane")), self.primary_predictor
-        chunks = [mirrored_mean(lambda x: {primary: self.predict_proba(x)}, c.to(self.device), mirroring)[primary].float().cpu()
+        primary = self.primary_predictor
+        chunks = [self.evaluation_components(c.to(self.device), batch.get("plane"))[primary].float().cpu()
                   for c in batch["image"].split(self.eval_batch_size)]
         keep = self.postprocessing_classes() if self.postprocess_in_test else []
         return {"subject": batch["subject"], "record": batch["record"], "probabilities": torch.cat(chunks), "keep_largest": keep}

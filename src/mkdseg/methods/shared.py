@@ -125,6 +125,7 @@ class SegmentorOptions(SegmentationMethod):
         check_at_least(1, seg_lr_decay_epochs=seg_lr_decay_epochs)
         super().__init__(**kwargs)
         self._compiled: set[str] = set()
+        self._compile_refused = False  # no C++ compiler: said once, then trained uncompiled
 
     def networks_to_compile(self) -> tuple[str, ...]:
         """Attribute names of the networks ``compile`` compiles: every child module with parameters that learn
@@ -133,13 +134,13 @@ class SegmentorOptions(SegmentationMethod):
                      if any(p.requires_grad for p in module.parameters()))
 
     def configure_model(self) -> None:
-        if not self.hparams.get("compile", False) or self._compiled == {"none: no C++ compiler"}:
+        if not self.hparams.get("compile", False) or self._compile_refused:
             return
         if self.device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
             # inductor writes C++ for CPU kernels: without a compiler the first forward would fail mid-run
             rank_zero_warn("model.compile=true: no C++ compiler (c++, g++, clang++) on PATH, which torch.compile "
                            "needs on a CPU; training uncompiled")
-            self._compiled = {"none: no C++ compiler"}
+            self._compile_refused = True
             return
         for name in self.networks_to_compile():
             if name not in self._compiled:  # the hook runs once per trainer call
