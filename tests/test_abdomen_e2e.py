@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mkdseg.cli import main
-from mkdseg.data.prepare import preprocess_nnunet
+from mkdseg.data.preprocess import preprocess_nnunet
 
 from conftest import REPO, SHARED_DATA, TINY_MODEL
 

@@ -13,7 +13,7 @@ import torch
 from mkdseg.data.augment import flip_dims, random_flip_rotate
 from mkdseg.data.cache import MANIFEST, SliceCache
 from mkdseg.data.nifti import InputError
-from mkdseg.data.prepare import preprocess_main, preprocess_nnunet
+from mkdseg.data.preprocess import preprocess_main, preprocess_nnunet
 from mkdseg.data.roi import coarsest_axis, parse_slice_axis
 from mkdseg.inference import write_cached_prediction
 from mkdseg.labels import DataSpec

@@ -204,7 +204,7 @@ def test_a_runs_folder_is_fixed_when_the_study_plans_it(tmp_path):
 
 def test_the_datasets_options_of_preprocess_reach_it(tmp_path, monkeypatch):
     """Two sequences of one modality (both datasets say MRI): compare takes the names preprocess takes."""
-    import mkdseg.data.prepare as prepare
+    import mkdseg.data.preprocess as prepare
     from mkdseg.compare.cli import build_parser, prepare_cache
 
     seen = []

@@ -352,7 +352,7 @@ def test_inference_options_benchmark_scores_every_option_on_validation_and_test(
 
     from benchmarks import inference_options
     from mkdseg.data import UnpairedSliceDataModule
-    from mkdseg.data.prepare import preprocess_nnunet
+    from mkdseg.data.preprocess import preprocess_nnunet
     from test_any_anatomy import CT_LABELS, LAS, LPS, MR_LABELS, make_dataset
 
     ct = make_dataset(tmp_path / "ct", "CT", CT_LABELS, LPS, "Liver", "left_kidney", n_cases=6)

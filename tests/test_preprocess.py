@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from nibabel.orientations import axcodes2ornt, ornt_transform
 
-import mkdseg.data.preprocess as pipeline
+import mkdseg.data.pipeline as pipeline
 from mkdseg.data.cache import MANIFEST, SliceCache
 from mkdseg.data.mmwhs import find_pairs, preprocess
-from mkdseg.data.prepare import preprocess_main
+from mkdseg.data.preprocess import preprocess_main
 from mkdseg.data.nifti import InputError, MissingInputError
 from mkdseg.labels import MMWHS, code_lut, codes_to_classes, preset_structures
 

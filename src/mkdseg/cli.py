@@ -16,7 +16,7 @@ __all__ = ["MKDSegCLI", "VERBS", "build_cli", "main", "method_name", "name_run_a
 
 
 def _preprocess(argv: list[str]) -> int:
-    from mkdseg.data.prepare import preprocess_main
+    from mkdseg.data.preprocess import preprocess_main
 
     return preprocess_main(argv)
 

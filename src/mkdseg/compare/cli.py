@@ -217,7 +217,7 @@ def prepare_cache(args, size_config: dict) -> Path:
     """The slice cache to train on: ``--cache`` if it holds one, else made there from the two datasets at the
     size preset's image size."""
     from mkdseg.data.cache import SliceCache
-    from mkdseg.data.prepare import preprocess_main
+    from mkdseg.data.preprocess import preprocess_main
 
     cache = (args.cache or args.out / "cache").resolve()
     if SliceCache(cache).exists:

@@ -4,7 +4,7 @@ Input: a folder of ``{modality}_train_{id}_image.nii.gz`` / ``..._label.nii.gz``
 The structures are the preset's seven (:data:`mkdseg.labels.MMWHS`, codes 205 ... 850 mapped to classes
 1..7 in that order); any other code is an error, or background with ``unknown_labels='background'``.
 Slices are always transverse (canonical axis 2) according to the file's affine; everything else is the
-generic pipeline of :mod:`mkdseg.data.preprocess`. The SIFA-derived test files in
+generic pipeline of :mod:`mkdseg.data.pipeline`. The SIFA-derived test files in
 ``shared/data/mmwhs_sifa`` are 256x256x3 stacks of *coronal* slices whose identity affine declares
 them axial, so they yield their 3 stored slices, recropped at the heart: consistent with what
 inference does to the same files, just not anatomically transverse.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mkdseg.data.cache import SliceCache
 from mkdseg.data.nifti import InputError, MissingInputError
-from mkdseg.data.preprocess import ScanPair, write_cache
+from mkdseg.data.pipeline import ScanPair, write_cache
 from mkdseg.labels import DEFAULT_MARGIN_MM, MMWHS, preset_structures
 
 CACHE_SOURCE = "mmwhs"
@@ -58,7 +58,7 @@ def preprocess(src: str | Path, out: str | Path, target: str = "ct", assistant: 
                image_size: int = 256, unknown_labels: str = "error", overwrite: bool = False,
                progress: bool = True, margin_mm: float = DEFAULT_MARGIN_MM, field_of_view: str = "body") -> SliceCache:
     """Preprocess every ``target`` and ``assistant`` training pair in ``src`` into the cache at ``out``
-    (resumable; see :func:`mkdseg.data.preprocess.write_cache`). Returns the saved cache."""
+    (resumable; see :func:`mkdseg.data.pipeline.write_cache`). Returns the saved cache."""
     if assistant == target:
         raise ValueError(f"assistant and target must differ, both are {target!r}")
     src = Path(src)

@@ -1,7 +1,7 @@
 """From a canonical volume of raw intensities to its class labels: the field of view the model was trained on.
 
 A scan to segment is whole and has no label. How it is cut follows what the checkpoint's training slices
-showed (``model.spec.field_of_view``, :mod:`mkdseg.data.preprocess`):
+showed (``model.spec.field_of_view``, :mod:`mkdseg.data.pipeline`):
 
 - ``body`` (caches made since 2026-12-05): **one pass**. Every slice is cut to the body's intensity box
   (:func:`mkdseg.data.roi.body_box`, found without a label exactly as preprocessing found it) and
