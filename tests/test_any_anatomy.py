@@ -232,27 +232,15 @@ def test_flips_follow_anatomy_not_array_axes():
     assert torch.allclose(flipped, image.flip(1), atol=1e-6)
 
 
-def test_model_records_the_label_set_and_old_checkpoints_still_load(tmp_path):
+def test_model_records_the_label_set(tmp_path):
     spec = DataSpec(("liver", "spleen"), (6, 1), "ct", 2, 10.0)
     model = Baseline(**{k: v for k, v in TINY_MODEL.items() if k in ("image_size", "seg_channels", "seg_strides", "seg_res_units", "eval_batch_size")},
                      data_spec=spec.to_dict())
     assert model.num_classes == 3 and model.predict_proba(torch.zeros(1, 1, 32, 32)).shape[1] == 3
     path = tmp_path / "new.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "mkdseg_method": "mkdseg.methods.baselines.Baseline", "pytorch-lightning_version": "2.6.0"}, path)
+                "mkdseg_method": "mkdseg.methods.supervised.Baseline", "pytorch-lightning_version": "2.6.0"}, path)
     assert load_method(path).spec == spec
-    # a checkpoint written before label sets: `num_classes: 8` and no data_spec -> the MM-WHS seven
-    old = Baseline(image_size=32, seg_channels=(4, 8, 16), seg_strides=(2, 2), seg_res_units=1)
-    hparams = {k: v for k, v in old.hparams.items() if k != "data_spec"} | {"num_classes": 8}
-    torch.save({"state_dict": old.state_dict(), "hyper_parameters": hparams,
-                "mkdseg_method": "mkdseg.methods.baselines.Baseline", "pytorch-lightning_version": "2.6.0"}, tmp_path / "old.ckpt")
-    restored = load_method(tmp_path / "old.ckpt")
-    assert restored.spec == DataSpec.mmwhs() and restored.num_classes == 8
-    hparams["num_classes"] = 5
-    torch.save({"state_dict": old.state_dict(), "hyper_parameters": hparams, "mkdseg_method": "mkdseg.methods.baselines.Baseline",
-                "pytorch-lightning_version": "2.6.0"}, tmp_path / "odd.ckpt")
-    with pytest.raises(ValueError, match="5 classes and no label set"):
-        load_method(tmp_path / "odd.ckpt")
 
 
 def test_data_spec_errors_name_the_option():

@@ -126,8 +126,8 @@ def test_mkd_translator_learns_the_target_appearance_from_the_unlabelled_slices(
     L.seed_everything(0)
     model = make_model()
     seen = []
-    translate = model.translate
-    model.translate = lambda x_a, x_t: seen.append(x_t) or translate(x_a, x_t)
+    translate = model.translator.translate
+    model.translator.translate = lambda x_a, x_t: seen.append(x_t) or translate(x_a, x_t)
     dm = make_datamodule(phantom_root, n_val=0, n_target=1, unlabelled_target=True)
 
     class Batches(L.Callback):
@@ -150,7 +150,7 @@ def test_mean_teacher_gin_student_view_restyles_the_students_input_only(phantom_
              "x_u": x}
     losses = model.losses(batch)
     assert len(styled) == 1 and styled[0] is x  # one re-styling, of the student's view
-    assert losses["loss_consistency"] > 0  # -x and x give different predictions; with "noise" and no noise: none
-    assert float(MeanTeacher(input_noise=0.0, **SEGMENTOR).losses(batch)["loss_consistency"]) == 0.0
+    assert losses["loss_unlabelled"] > 0  # -x and x give different predictions; with "noise" and no noise: none
+    assert float(MeanTeacher(input_noise=0.0, **SEGMENTOR).losses(batch)["loss_unlabelled"]) == 0.0
     with pytest.raises(ValueError, match="model.student_view"):
         MeanTeacher(student_view="cutmix", **SEGMENTOR)

@@ -30,9 +30,9 @@ def test_paper_config_builds_the_paper_networks_at_256(tmp_path):
     x = torch.randn(1, 1, 256, 256)
     with torch.no_grad():
         for name in ("g_at", "g_ta"):
-            assert getattr(model, name)(x).shape == (1, 1, 256, 256)
+            assert model.network(name)(x).shape == (1, 1, 256, 256)
         for name in ("d_t", "d_a"):
-            assert getattr(model, name)(x).shape == (1, 1, 30, 30)  # 70x70 PatchGAN on 256 px
+            assert model.network(name)(x).shape == (1, 1, 30, 30)  # 70x70 PatchGAN on 256 px
         for name in ("s_syn", "s_real"):
             assert getattr(model, name)(x).shape == (1, 8, 256, 256)
     assert cli.datamodule.hparams.image_size == 256

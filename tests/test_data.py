@@ -149,9 +149,9 @@ def test_phantom_cache_is_generated_once(phantom_root):
         (dict(fold=-1), "data.fold"),
         (dict(source="nifti"), "data.source"),
         (dict(target="pet"), "data.target"),
-        (dict(target="mr", assistant="mr"), "must differ"),
+        (dict(target="mri", assistant="mri"), "must differ"),
         (dict(n_assistant=0), "data.n_assistant"),
-        (dict(source="mmwhs", assistant_as_target=True), "data.assistant_as_target"),
+        (dict(source="cache", assistant_as_target=True), "data.assistant_as_target"),
     ],
 )
 def test_bad_data_options_fail_naming_the_option(phantom_root, overrides, message):
@@ -167,7 +167,7 @@ def test_image_size_must_match_the_cache(phantom_root):
 
 def test_image_size_and_roles_default_to_the_caches(tmp_path):
     """A cache's slice size and roles need not be repeated: unset, they are the cache's; a size it was not
-    made with fails at construction naming both numbers and how to fix it; ``mr`` finds ``mri``."""
+    made with fails at construction naming both numbers and how to fix it."""
     from conftest import write_tiny_cache
 
     write_tiny_cache(tmp_path, "ct", "mri", image_size=16, n_subjects=2)
@@ -175,15 +175,14 @@ def test_image_size_and_roles_default_to_the_caches(tmp_path):
     assert (dm.image_size, dm.hparams.image_size, dm.hparams.target, dm.hparams.assistant) == (16, 16, "ct", "mri")
     with pytest.raises(ValueError, match=r"data.image_size=32 but .* 16x16 slices.*unset.*--image-size 32"):
         make_datamodule(tmp_path, source="cache", image_size=32)
-    swapped = make_datamodule(tmp_path, source="cache", image_size=None, target="mr", assistant="ct")
+    swapped = make_datamodule(tmp_path, source="cache", image_size=None, target="mri", assistant="ct")
     assert (swapped.hparams.target, swapped.hparams.assistant) == ("mri", "ct")
     assert make_datamodule(tmp_path / "p", image_size=None).image_size == 64  # the phantom's default size
 
 
 def test_cache_source_without_cache_names_the_folder(tmp_path):
-    for source in ("cache", "mmwhs"):  # mmwhs: the source's name in configs written before any cache was one
-        with pytest.raises(FileNotFoundError, match=r"nothing.*mkdseg preprocess"):
-            make_datamodule(tmp_path / "nothing", source=source)
+    with pytest.raises(FileNotFoundError, match=r"nothing.*mkdseg preprocess"):
+        make_datamodule(tmp_path / "nothing", source="cache")
 
 
 def test_validation_volumes_are_whole_labelled_volumes(phantom_root):

@@ -32,7 +32,7 @@ class RankProbe(L.Callback):
         self.record: dict = {"pairs": [], "val": [], "renders": 0, "tables": 0, "checkpoint_writes": 0}
 
     def setup(self, trainer, pl_module, stage):
-        import mkdseg.callbacks.training as callbacks
+        import mkdseg.callbacks.run_logs as callbacks
         import mkdseg.visualize as visualize
 
         self.record["rank"], self.record["world_size"] = trainer.global_rank, trainer.world_size

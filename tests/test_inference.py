@@ -15,7 +15,8 @@ import mkdseg.methods
 from mkdseg.data import nifti
 from mkdseg.data.intensity import intensity_window, normalise_intensity
 from mkdseg import inference
-from mkdseg.data.mmwhs import preprocess
+from mkdseg.data.convert import convert_main
+from mkdseg.data.preprocess import preprocess_nnunet
 from mkdseg.data.nifti import load_geometry, load_image, to_canonical
 from mkdseg.data.roi import Box, bounding_ranges, square_box
 from mkdseg.inference import SlicePredictor, locate_structures, segment_file, segment_main
@@ -55,7 +56,7 @@ def use_model(monkeypatch, tmp_path: Path, model: torch.nn.Module) -> Path:
     """Make ``--ckpt <returned path>`` restore ``model``."""
     ckpt = tmp_path / "stand_in.ckpt"
     ckpt.write_bytes(b"stand-in")
-    monkeypatch.setattr(mkdseg.methods, "load_method", lambda path, map_location="cpu": model, raising=False)
+    monkeypatch.setattr(mkdseg.methods.loading, "load_method", lambda path, map_location="cpu": model, raising=False)
     return ckpt
 
 
@@ -142,7 +143,8 @@ def test_network_input_is_the_preprocessed_slice(tmp_path: Path) -> None:
     scan, blob = blob_scan("PIR", 10)
     nib.save(scan, tmp_path / "ct_train_1_image.nii.gz")
     nib.save(nib.Nifti1Image(blob.astype(np.int16) * 500, scan.affine), tmp_path / "ct_train_1_label.nii.gz")
-    cache = preprocess(tmp_path, tmp_path / "cache", assistant=None, image_size=64, progress=False)
+    assert convert_main(["mmwhs", "--src", str(tmp_path), "--out", str(tmp_path / "ct")]) == 0
+    cache = preprocess_nnunet(tmp_path / "ct", None, tmp_path / "cache", slice_axis=2, image_size=64, progress=False)
     record = cache.volumes()[0]
     cached, _ = cache.load(record)
 

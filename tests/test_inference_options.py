@@ -49,7 +49,7 @@ def use_models(monkeypatch, tmp_path, models: dict):
         paths[name] = tmp_path / f"{name}.ckpt"
         paths[name].write_bytes(b"stand-in")
     by_path = {str(paths[n]): m for n, m in models.items()}
-    monkeypatch.setattr(mkdseg.methods, "load_method", lambda path, map_location="cpu": by_path[str(path)], raising=False)
+    monkeypatch.setattr(mkdseg.methods.loading, "load_method", lambda path, map_location="cpu": by_path[str(path)], raising=False)
     return paths
 
 
@@ -342,7 +342,7 @@ def _tiny_run(run, cache, seed: int, data_spec: dict) -> None:
         torch.manual_seed(seed + offset)
         model = Baseline(image_size=16, data_spec=data_spec, seg_channels=(4, 8), seg_strides=(2,), eval_batch_size=8)
         torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                    "pytorch-lightning_version": L.__version__, METHOD_KEY: "mkdseg.methods.baselines.Baseline"}, folder / name)
+                    "pytorch-lightning_version": L.__version__, METHOD_KEY: "mkdseg.methods.supervised.Baseline"}, folder / name)
 
 
 def test_inference_options_benchmark_scores_every_option_on_validation_and_test(tmp_path, capsys):

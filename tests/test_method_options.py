@@ -16,7 +16,7 @@ from jsonargparse import ArgumentParser
 import mkdseg.methods as methods
 from mkdseg.methods import (
     Baseline, FineTune, JointTraining, MeanTeacher, MKDModule, MKDNoAlignment, MKDOracleTranslation,
-    OfflineOracleTranslation, OfflineTranslation, OnlineTranslation, OnlineTranslationEnsemble, SegmentationMethod,
+    OfflineOracleTranslation, OfflineTranslation, OnlineTranslation, SegmentationMethod,
     SharedKernelKD, WeakToStrong, XShape,
 )
 
@@ -62,8 +62,7 @@ EXPECTED = {
     MKDNoAlignment: SEGMENTORS | DISTILLATION,
     MKDOracleTranslation: SEGMENTORS | DISTILLATION,
     OfflineTranslation: SEGMENTORS | TRANSLATOR | {"translation_steps"},
-    OnlineTranslation: SEGMENTORS | TRANSLATOR | {"lambda_shape"},
-    OnlineTranslationEnsemble: SEGMENTORS | TRANSLATOR | {"lambda_shape"},
+    OnlineTranslation: SEGMENTORS | TRANSLATOR | {"lambda_shape", "target_segmentors"},
     MKDModule: MKD,
 }
 

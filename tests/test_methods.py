@@ -14,9 +14,9 @@ from mkdseg.cli import build_cli
 from mkdseg.losses import supervised_loss
 from mkdseg.methods import (
     Baseline, FineTune, JointTraining, MKDModule, MKDNoAlignment, MKDOracleTranslation, OfflineOracleTranslation,
-    OfflineTranslation, OnlineTranslation, OnlineTranslationEnsemble, XShape,
+    OfflineTranslation, OnlineTranslation, XShape,
 )
-from mkdseg.methods.shared import make_segmentor, segment_together
+from mkdseg.methods.segmentors import make_segmentor, segment_together
 from mkdseg.nets.xshape import XShapeNet
 
 from conftest import TINY_MODEL, make_datamodule, quiet_trainer
@@ -32,18 +32,22 @@ METHODS = {
     "xshape": (XShape, TINY_SEG, [{"net"}, {"net"}]),
     "offline": (OfflineTranslation, {**TINY_GAN, "translation_steps": 1}, [{"g_at", "g_ta"}, {"d_t", "d_a"}, {"seg"}]),
     "online": (OnlineTranslation, TINY_GAN, [{"g_at", "g_ta"}, {"d_t", "d_a"}, {"s_a", "s_t"}] * 2),
-    "online_ens": (OnlineTranslationEnsemble, TINY_GAN, [{"g_at", "g_ta"}, {"d_t", "d_a"}, {"s_a", "s_t1", "s_t2"}] * 2),
+    "online_ens": (OnlineTranslation, {**TINY_GAN, "target_segmentors": 2}, [{"g_at", "g_ta"}, {"d_t", "d_a"}, {"s_a", "s_t1", "s_t2"}] * 2),
     "mkd_no_alignment": (MKDNoAlignment, TINY_SEG, [{"s_syn", "s_real"}] * 2),
 }
 PRIMARY = {"online_ens": "ens", "mkd_no_alignment": "ens"}
 
 
 def networks(model) -> list[str]:
-    return [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+    """Every network by the name its optimizer and phases use (a translator's four by theirs)."""
+    children = dict(model.named_children())
+    translator = children.pop("translator", None)
+    named = {**(dict(translator.named_children()) if translator is not None else {}), **children}
+    return [n for n, m in named.items() if any(True for _ in m.parameters())]
 
 
 def snapshot(model) -> dict[str, dict[str, torch.Tensor]]:
-    return {n: copy.deepcopy(getattr(model, n).state_dict()) for n in networks(model)}
+    return {n: copy.deepcopy(model.network(n).state_dict()) for n in networks(model)}
 
 
 def changed(a: dict, b: dict) -> set[str]:
@@ -51,7 +55,7 @@ def changed(a: dict, b: dict) -> set[str]:
 
 
 def grads(model) -> dict[str, list]:
-    return {n: [None if p.grad is None else p.grad.clone() for p in getattr(model, n).parameters()] for n in networks(model)}
+    return {n: [None if p.grad is None else p.grad.clone() for p in model.network(n).parameters()] for n in networks(model)}
 
 
 def grads_changed(a: dict, b: dict) -> set[str]:
@@ -101,7 +105,7 @@ def test_each_update_changes_only_its_networks_and_global_step_counts_iterations
     # every network that trains is owned by exactly one optimizer, stepped once per phase that changed it
     for opt in trainer.optimizers:
         owned = {id(p) for g in opt.param_groups for p in g["params"]}
-        owners = [n for n in networks(model) if {id(p) for p in getattr(model, n).parameters()} <= owned]
+        owners = [n for n in networks(model) if {id(p) for p in model.network(n).parameters()} <= owned]
         assert owners, "optimizer owns no whole network"
         steps = {int(opt.state[p]["step"]) for g in opt.param_groups for p in g["params"] if p in opt.state}
         assert steps == {sum(1 for phase in phases if set(owners) <= phase)}
@@ -153,25 +157,25 @@ def test_xshape_streams_share_only_the_middle():
 def test_online_generators_get_shape_consistency_gradients_but_segmentors_do_not():
     from mkdseg.methods.manual import frozen
 
-    model = OnlineTranslationEnsemble(**TINY_GAN)
+    model = OnlineTranslation(**TINY_GAN, target_segmentors=2)
     b = batch()
-    fake_t, fake_a = model.g_at(b["x_a"]), model.g_ta(b["x_t"])
+    fake_t, fake_a = model.translator.g_at(b["x_a"]), model.translator.g_ta(b["x_t"])
     segmentors = [model.s_a, model.s_t1, model.s_t2]
     with frozen(*segmentors):
         losses = model.shape_losses(fake_t, b["y_a"], fake_a, b["y_t"])
         losses["loss_g_shape_t"].backward(retain_graph=True)
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g_at.parameters())
-        assert all(p.grad is None for p in model.g_ta.parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.translator.g_at.parameters())
+        assert all(p.grad is None for p in model.translator.g_ta.parameters())
         model.zero_grad(set_to_none=True)
         losses["loss_g_shape_a"].backward()
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g_ta.parameters())
-        assert all(p.grad is None for p in model.g_at.parameters())
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.translator.g_ta.parameters())
+        assert all(p.grad is None for p in model.translator.g_at.parameters())
     assert all(p.grad is None for s in segmentors for p in s.parameters())
     assert all(p.requires_grad for s in segmentors for p in s.parameters())
 
 
 def test_ensemble_segmentors_are_independent_and_averaged():
-    model = OnlineTranslationEnsemble(**TINY_GAN).eval()
+    model = OnlineTranslation(**TINY_GAN, target_segmentors=2).eval()
     assert not torch.equal(next(model.s_t1.parameters()), next(model.s_t2.parameters()))
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
@@ -326,7 +330,7 @@ def test_a_per_iteration_schedule_sets_every_segmentor_rate_from_the_step(phanto
     for one optimizer (automatic optimisation) and for several stepped by hand; no step-decay scheduler is built."""
     import lightning as L
 
-    from mkdseg.methods.shared import lr_factor
+    from mkdseg.methods.segmentors import lr_factor
 
     for cls in (JointTraining, MKDNoAlignment):
         model = cls(seg_lr_schedule=schedule, lr_seg=1e-3, **TINY_SEG)

@@ -16,7 +16,7 @@ NETWORKS = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
 
 
 def snapshot(model: MKDModule) -> dict[str, dict[str, torch.Tensor]]:
-    return {n: copy.deepcopy(getattr(model, n).state_dict()) for n in NETWORKS}
+    return {n: copy.deepcopy(model.network(n).state_dict()) for n in NETWORKS}
 
 
 def identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -35,7 +35,7 @@ def test_one_iteration_steps_each_optimizer_once_and_changes_every_network(phant
         assert steps == {1}, f"optimizer of {name} stepped {steps} times"
         # each optimizer owns exactly its network's parameters
         owned = {id(p) for group in opt.param_groups for p in group["params"]}
-        assert owned == {id(p) for p in getattr(model, name).parameters()}
+        assert owned == {id(p) for p in model.network(name).parameters()}
     after = snapshot(model)
     for name in NETWORKS:
         assert not identical(before[name], after[name]), f"{name} did not change"
@@ -78,14 +78,14 @@ def test_generator_gets_gradient_from_s_syn_supervised_loss_but_s_syn_does_not()
     model = make_model()
     x_a, x_t = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
     y_a = torch.randint(0, 8, (2, 32, 32))
-    fake_t = model.g_at(x_a)
-    with frozen(model.d_t, model.d_a, model.s_syn):
-        losses = model.generator_losses(x_a, y_a, x_t, fake_t, model.g_ta(fake_t), model.g_ta(x_t), model.g_at(model.g_ta(x_t)))
+    fake_t = model.translator.g_at(x_a)
+    with frozen(model.translator.d_t, model.translator.d_a, model.s_syn):
+        losses = model.generator_losses(x_a, y_a, x_t, fake_t, model.translator.g_ta(fake_t), model.translator.g_ta(x_t), model.translator.g_at(model.translator.g_ta(x_t)))
         losses["loss_g_sup_syn"].backward()
     assert all(p.grad is None for p in model.s_syn.parameters())
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.g_at.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.translator.g_at.parameters())
     # the supervised term does not reach G_ta
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.g_ta.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.translator.g_ta.parameters())
     assert all(p.requires_grad for p in model.s_syn.parameters()), "frozen() must restore requires_grad"
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
+from mkdseg.methods.cyclegan import CycleGANTranslator
 from mkdseg.methods.mkd import OPTIMIZER_ORDER, MKDModule
 
 from conftest import TINY_MODEL, make_datamodule, make_model, quiet_trainer
@@ -22,7 +23,7 @@ def optimizer_steps(trainer) -> dict[str, int]:
 
 def test_bf16_mixed_trains_all_six_networks(phantom_root):
     model, dm = make_model(), make_datamodule(phantom_root)
-    before = copy.deepcopy(model.state_dict())
+    before = {name: copy.deepcopy(model.network(name).state_dict()) for name in OPTIMIZER_ORDER}
     trainer = quiet_trainer(max_steps=3, precision="bf16-mixed")
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 3
@@ -30,10 +31,10 @@ def test_bf16_mixed_trains_all_six_networks(phantom_root):
     losses = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/loss")}
     assert len(losses) == 15 and all(torch.isfinite(v) for v in losses.values())
     for name in OPTIMIZER_ORDER:
-        for key, value in getattr(model, name).state_dict().items():
+        for key, value in model.network(name).state_dict().items():
             assert value.dtype == torch.float32  # master weights stay fp32
-            assert not torch.equal(value, before[f"{name}.{key}"]), f"{name}.{key} did not change"
-    assert model.pool_t.images[0].dtype == torch.bfloat16  # the generators ran under autocast
+            assert not torch.equal(value, before[name][key]), f"{name}.{key} did not change"
+    assert model.translator.pool_t.images[0].dtype == torch.bfloat16  # the generators ran under autocast
 
 
 def fp16_trainer(max_steps: int, init_scale: float = 256.0):
@@ -46,7 +47,7 @@ def test_fp16_each_phase_has_its_own_loss_scale_and_overflow_skips_only_that_pha
     step and halve their scale; the generators and segmentors step with their scales untouched;
     the iteration still counts. (With Lightning's one scaler updated after every optimizer step, the
     overflow would halve the scale for all six and unscale later optimizers with the wrong scale.)"""
-    original = MKDModule.discriminator_losses
+    original = CycleGANTranslator.discriminator_losses
     calls = []
 
     def overflow_once(self, *args):
@@ -56,7 +57,7 @@ def test_fp16_each_phase_has_its_own_loss_scale_and_overflow_skips_only_that_pha
             losses["loss_d"] = losses["loss_d"] * float("inf")
         return losses
 
-    monkeypatch.setattr(MKDModule, "discriminator_losses", overflow_once)
+    monkeypatch.setattr(CycleGANTranslator, "discriminator_losses", overflow_once)
     model, dm = make_model(), make_datamodule(phantom_root)
     trainer = fp16_trainer(max_steps=2)
     trainer.fit(model, datamodule=dm)
@@ -68,7 +69,7 @@ def test_fp16_each_phase_has_its_own_loss_scale_and_overflow_skips_only_that_pha
     assert float(trainer.callback_metrics["train/amp_skipped/d_t+d_a"]) == 1.0
     assert float(trainer.callback_metrics["train/amp_skipped/g_at+g_ta"]) == 0.0
     for name in OPTIMIZER_ORDER:
-        assert all(torch.isfinite(p).all() for p in getattr(model, name).parameters())
+        assert all(torch.isfinite(p).all() for p in model.network(name).parameters())
 
 
 def test_fp16_loss_scales_are_checkpointed(phantom_root, tmp_path):
@@ -113,7 +114,7 @@ def test_compile_flag_compiles_each_network_in_place(phantom_root, compiled):
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss_seg"])
     trainer.validate(model, datamodule=dm, verbose=False)  # the setup hook runs again: no second compile
-    assert [id(m) for m in compiled] == [id(getattr(model, n)) for n in OPTIMIZER_ORDER]
+    assert [id(m) for m in compiled] == [id(model.network(n)) for n in OPTIMIZER_ORDER]
     assert set(model.state_dict()) == keys
     compiled.clear()
     quiet_trainer(max_steps=1).fit(make_model(), datamodule=dm)
@@ -133,9 +134,9 @@ def test_compile_flag_compiles_the_learning_segmentor_not_the_teacher(phantom_ro
 
 
 def test_compile_without_a_cpp_compiler_trains_uncompiled_and_says_so(phantom_root, compiled, monkeypatch):
-    from mkdseg.methods import JointTraining, shared
+    from mkdseg.methods import JointTraining, segmentors
 
-    monkeypatch.setattr(shared.shutil, "which", lambda name: None)
+    monkeypatch.setattr(segmentors.shutil, "which", lambda name: None)
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
         quiet_trainer(max_steps=1).fit(JointTraining(compile=True, **SEGMENTOR_SIZES), datamodule=make_datamodule(phantom_root))
     assert compiled == []

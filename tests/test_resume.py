@@ -50,7 +50,7 @@ def train(phantom_root: Path, max_steps: int, checkpoint: ModelCheckpoint | None
 
 def assert_same_training_state(a, trainer_a, b, trainer_b):
     for name in OPTIMIZER_ORDER:
-        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        sa, sb = a.network(name).state_dict(), b.network(name).state_dict()
         for key in sa:
             assert torch.equal(sa[key], sb[key]), f"{name}.{key} differs"
     for name, oa, ob in zip(OPTIMIZER_ORDER, trainer_a.optimizers, trainer_b.optimizers):
@@ -59,7 +59,7 @@ def assert_same_training_state(a, trainer_a, b, trainer_b):
                 assert torch.equal(pa[key], pb[key]), f"optimizer of {name}: {key} differs"
         assert oa.param_groups[0]["lr"] == ob.param_groups[0]["lr"]
     for pool in ("pool_t", "pool_a"):
-        ia, ib = getattr(a, pool).images, getattr(b, pool).images
+        ia, ib = getattr(a.translator, pool).images, getattr(b.translator, pool).images
         assert len(ia) == len(ib) and all(torch.equal(x, y) for x, y in zip(ia, ib)), f"{pool} differs"
 
 

@@ -108,7 +108,7 @@ class ActivationFormats(L.Callback):
 
 
 def test_channels_last_changes_the_layout_not_the_arithmetic(phantom_root):
-    from mkdseg.memory_format import ChannelsLast
+    from mkdseg.callbacks.memory_format import ChannelsLast
 
     def train(callbacks):
         L.seed_everything(0)
@@ -119,13 +119,13 @@ def test_channels_last_changes_the_layout_not_the_arithmetic(phantom_root):
     fast, seen = train([ChannelsLast()])
     plain, seen_plain = train([])
     assert seen == [True] * 3 and seen_plain == [False] * 3
-    assert fast.g_at.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.translator.g_at.model[0].weight.is_contiguous(memory_format=torch.channels_last)
     # Compared by what the networks compute: Adam turns rounding-level differences in near-zero gradients
     # (e.g. of the biases before an instance norm, which it cancels) into whole +-lr steps on those weights.
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(fast.eval().predict_proba(x), plain.eval().predict_proba(x), atol=1e-3)
-        assert torch.allclose(fast.g_at(x), plain.g_at(x), atol=1e-3)
+        assert torch.allclose(fast.translator.g_at(x), plain.translator.g_at(x), atol=1e-3)
 
 
 # -- MKD's translator-only warm-up and the lambda_sup ramp ---------------------------------------------

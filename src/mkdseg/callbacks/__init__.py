@@ -4,7 +4,7 @@ reports (:mod:`.reports`) and the label-map writer of ``mkdseg predict`` (:mod:`
 
 from mkdseg.callbacks.prediction_writer import VolumePredictionWriter
 from mkdseg.callbacks.reports import EvaluationReportWriter, write_reports
-from mkdseg.callbacks.training import DiceTableCallback, FinalLastCheckpoint, MetricHistory, SampleImagesCallback, run_dir
+from mkdseg.callbacks.run_logs import DiceTableCallback, FinalLastCheckpoint, MetricHistory, SampleImagesCallback, run_dir
 
 __all__ = ["DiceTableCallback", "EvaluationReportWriter", "FinalLastCheckpoint", "MetricHistory", "SampleImagesCallback",
            "VolumePredictionWriter", "run_dir", "write_reports"]

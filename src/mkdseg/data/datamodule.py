@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import random
 import re
@@ -18,14 +17,11 @@ from mkdseg.data.cache import CacheInfo, SliceCache
 from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
 from mkdseg.data.splits import load_or_create_folds, train_val_subjects
 from mkdseg.labels import DataSpec
+from mkdseg.lightning_private import record_resolved_hparams
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 SOURCES = ("phantom", "cache")
-LEGACY_SOURCES = {"mmwhs": "cache"}  # configs written before any cache was one source
 ANATOMICAL_AXES = ("LR", "AP", "SI")
-# one modality, two spellings: caches and configs written when the phantom said "mr" (and MM-WHS's file
-# prefix "mr") still name the modality nnU-Net's channel_names call MRI; either name finds the other
-MODALITY_SYNONYMS = {"mr": "mri", "mri": "mr"}
 _LATERAL = re.compile(r"(?<![a-z])(left|right)(?![a-z])", re.IGNORECASE)  # also between underscores: "Left_Kidney"
 
 
@@ -111,7 +107,6 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         foreground_fraction: float = 0.5,
     ):
         super().__init__()
-        source = LEGACY_SOURCES.get(source, source)
         _check_choice("data.source", source, SOURCES)
         if assistant_as_target and source != "phantom":
             raise ValueError(f"data.assistant_as_target needs data.source=phantom (paired renderings), got {source!r}")
@@ -140,9 +135,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         sampler_seed = run_seed() if sampler_seed is None else sampler_seed
         self.hparams.update(source=source, target=target, assistant=assistant, image_size=image_size,
                             sampler_seed=sampler_seed)  # as resolved
-        # what loggers and checkpoints record too: under LightningCLI the initial hparams are the config's (a
-        # null image_size), which Lightning refuses to merge with the model's resolved image_size
-        self._hparams_initial = copy.deepcopy(self._hparams)
+        record_resolved_hparams(self)  # what loggers and checkpoints record too
         self.train_set: UnpairedSliceDataset | None = None
 
     def _describe(self, source: str) -> CacheInfo:
@@ -164,13 +157,11 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         return cache.info
 
     def _modality(self, option: str, value: str | None) -> str:
-        """``value`` as the data names it (``mr`` finds ``mri`` and back); ``ValueError`` naming ``option``."""
+        """``value``, a modality the data holds; ``ValueError`` naming ``option``."""
         held = self.described.modalities
         if value is None:
             raise ValueError(f"{option} is not set and data.root={str(self.root)!r} records no such role "
                              f"(its modalities: {held}); set {option} to one of them")
-        if value not in held and MODALITY_SYNONYMS.get(value) in held:
-            return MODALITY_SYNONYMS[value]
         if value not in held:
             raise ValueError(f"{option}={value!r}: data.root={str(self.root)!r} holds modalities {held}; "
                              f"leave {option} unset to take the role the cache was preprocessed with")

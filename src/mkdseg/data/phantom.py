@@ -62,15 +62,13 @@ from mkdseg.data.cache import MANIFEST, CacheInfo, SliceCache, VolumeRecord
 from mkdseg.labels import MMWHS, preset_structures
 
 __all__ = [
-    "DEFAULT_IMAGE_SIZE", "MODALITIES", "MODALITY_ALIASES", "NUM_CLASSES", "PHANTOM_INFO", "STRUCTURES", "TISSUES", "Anatomy", "AppearanceModel", "Solid", "generate_phantom", "min_structure_area",
+    "DEFAULT_IMAGE_SIZE", "MODALITIES", "NUM_CLASSES", "PHANTOM_INFO", "STRUCTURES", "TISSUES", "Anatomy", "AppearanceModel", "Solid", "generate_phantom", "min_structure_area",
     "rasterise_tissues", "render_appearance", "render_subject", "sample_anatomy", "subject_seed",
 ]
 
 # named as nnU-Net datasets' channel_names are ("CT", "MRI" -> ct, mri), so a config, a checkpoint's
 # data_spec or a command that names a modality means the same on the phantom and on preprocessed scans
 MODALITIES: tuple[str, ...] = ("ct", "mri")
-#: earlier names still accepted (phantom caches and configs written when the phantom said "mr")
-MODALITY_ALIASES = {"mr": "mri"}
 #: the slice size of the phantom when ``data.image_size`` is not set (the CPU configs' size)
 DEFAULT_IMAGE_SIZE = 64
 PHANTOM_SOURCE = "phantom"
@@ -462,8 +460,7 @@ def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
 
 
 def _check_modality(name: str, value: str) -> str:
-    """``value`` as the phantom names it (``mr`` -> ``mri``); ``ValueError`` if the phantom has no such modality."""
-    value = MODALITY_ALIASES.get(value, value)
+    """``value``, one of the phantom's modalities; ``ValueError`` otherwise."""
     if value not in MODALITIES:
         raise ValueError(f"{name} must be one of {MODALITIES}, got {value!r}")
     return value

@@ -17,8 +17,7 @@ One job per module:
 Post-processing (each structure's largest connected component, where validation said so) is
 :mod:`mkdseg.postprocess`, shared with the training methods' test.
 
-Every public name is importable from here, as from the single module this package replaced. To
-replace one of the search's steps (a test, a benchmark counting slices), patch it where it is looked
+Every public name is importable from here. To replace one of the search's steps (a test, a benchmark counting slices), patch it where it is looked
 up, e.g. ``mkdseg.inference.regions.predict_box``.
 """
 

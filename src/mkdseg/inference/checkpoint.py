@@ -9,18 +9,17 @@ import torch
 
 from mkdseg.data.nifti import InputError, MissingInputError
 from mkdseg.labels import DataSpec
+from mkdseg.methods import loading
 
 
 def load_segmentor(ckpt_path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, int]:
     """Restore a checkpoint's method (:func:`mkdseg.methods.load_method`) and check it can segment:
     returns ``(model, image_size)``; raises :class:`InputError` naming the file."""
-    from mkdseg.methods import load_method  # looked up at call time (the tests stand a model in for it)
-
     path = Path(ckpt_path)
     if not path.is_file():
         raise MissingInputError(f"{path}: checkpoint file not found")
     try:
-        model = load_method(path, map_location=device)
+        model = loading.load_method(path, map_location=device)  # looked up at call time: tests stand a model in
     except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as e:
         message = str(e) if str(path) in str(e) else f"{path}: {e}"
         raise InputError(f"cannot restore a segmentation model: {message}") from e

@@ -13,27 +13,27 @@ checkpoints saved after it hold and ``test``, ``predict`` and ``mkdseg segment``
 
 from __future__ import annotations
 
-import importlib
-import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from mkdseg import postprocess
 from mkdseg.data.nifti import load_label
 from mkdseg.data.roi import CANONICAL_PLANES
 from mkdseg.data.canvas import ScanCanvas, record_geometry
 from mkdseg.labels import DataSpec
+from mkdseg.lightning_private import sanity_checking
 from mkdseg.metrics import format_table, summarize, volume_scores
 from mkdseg.mirroring import Mirroring, mirrored_mean
 from mkdseg.methods.distributed import gather_per_rank
-from mkdseg.methods.options import check_at_least
+from mkdseg.methods.options import check_at_least, check_choice, check_positive
+from mkdseg.methods.segmentors import LRSchedule, compile_refusal, lr_factor
 from mkdseg.methods.training_state import load_training_state, resume_training_state, save_training_state
 
 METHOD_KEY = "mkdseg_method"
@@ -44,9 +44,26 @@ class SegmentationMethod(L.LightningModule):
 
     A subclass declares only its own options and forwards the rest (``**kwargs``) to ``super().__init__``:
     the CLI follows them up the class hierarchy to list every option, and this class records them all in
-    ``hparams``, from which a checkpoint rebuilds the method.
+    ``hparams``, from which a checkpoint rebuilds the method. The options here are those every method takes:
+    its segmentors' layout (:func:`~mkdseg.methods.segmentors.make_segmentor`), Adam settings and schedule
+    (:mod:`mkdseg.methods.segmentors`), compilation, and how volumes are evaluated.
 
     Args:
+        in_channels: channels of the input slices (and of the translators' images).
+        seg_channels: the segmentor's widths, one per level (MONAI UNet's ``channels``).
+        seg_strides: its down-sampling strides, one fewer than ``seg_channels``; their product divides ``image_size``.
+        seg_res_units: residual units per block.
+        lr_seg: the segmentors' Adam learning rate (paper: 2e-4).
+        seg_betas: their Adam betas.
+        seg_lr_decay: the segmentors' learning rate is multiplied by this, in (0, 1], every
+            ``seg_lr_decay_epochs`` epochs (paper: 0.9 every 2 epochs).
+        seg_lr_decay_epochs: epochs between two such decays.
+        seg_lr_schedule: ``step`` (the decay above, the paper's), ``poly`` (nnU-Net's ``(1 - i / N) ** 0.9`` over the
+            run's ``trainer.max_steps`` N) or ``cosine`` (from ``lr_seg`` to 0 over N). The last two are functions of
+            the iteration, so a resumed run stays exact; a run extended past N needs the same N to repeat.
+        compile: ``torch.compile`` each network that learns (in place: checkpoints keep their keys) when the trainer
+            sets the model up. On a CPU it makes the cpu preset's segmentor step 1.3x faster after a few seconds of
+            compiling (``benchmarks/run_breakdown.py``); at paper size on a GPU compiling takes minutes.
         image_size: slice size the networks are trained on (divisible by every network's size divisor);
             the CLI links it from the data (``data.image_size``).
         data_spec: what the model segments, a :class:`mkdseg.labels.DataSpec` as a dict: the structures in
@@ -66,9 +83,28 @@ class SegmentationMethod(L.LightningModule):
     #: (:mod:`mkdseg.mirroring`; ``mkdseg segment --mirror`` for scans); none by default
     test_mirror: tuple[str, ...] = ()
 
-    def __init__(self, image_size: int = 256, data_spec: dict | None = None, eval_batch_size: int = 16):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        seg_channels: Sequence[int] = (32, 64, 128, 256, 512),
+        seg_strides: Sequence[int] = (2, 2, 2, 2),
+        seg_res_units: int = 2,
+        lr_seg: float = 2e-4,
+        seg_betas: tuple[float, float] = (0.9, 0.999),
+        seg_lr_decay: float = 0.9,
+        seg_lr_decay_epochs: int = 2,
+        seg_lr_schedule: LRSchedule = "step",
+        compile: bool = False,
+        image_size: int = 256,
+        data_spec: dict | None = None,
+        eval_batch_size: int = 16,
+    ):
         super().__init__()
-        check_at_least(1, eval_batch_size=eval_batch_size)
+        check_positive(lr_seg=lr_seg)
+        check_choice("seg_lr_schedule", seg_lr_schedule, LRSchedule)
+        if not 0 < seg_lr_decay <= 1:
+            raise ValueError(f"model.seg_lr_decay must be in (0, 1], got {seg_lr_decay}")
+        check_at_least(1, seg_lr_decay_epochs=seg_lr_decay_epochs, eval_batch_size=eval_batch_size)
         self.save_hyperparameters()  # the options of every __init__ up the call chain, the subclasses' too
         self.spec = DataSpec.from_dict(data_spec)
         self.image_size, self.num_classes, self.eval_batch_size = image_size, self.spec.num_classes, eval_batch_size
@@ -78,6 +114,49 @@ class SegmentationMethod(L.LightningModule):
         self._largest_rows: list[dict] = []  # validation rows scored with each structure's largest component kept
         #: the latest validation's post-processing decision (:mod:`mkdseg.postprocess`), saved in checkpoints
         self.postprocessing: dict | None = None
+        self._compiled: set[str] = set()
+        self._compile_refused = False  # no C++ compiler: said once, then trained uncompiled
+
+    # -- networks, their compilation and the segmentors' schedule ------------------------------
+    def network(self, name: str) -> torch.nn.Module:
+        """The network called ``name`` (an attribute name, or a translator network's)."""
+        return getattr(self, name)
+
+    def networks_to_compile(self) -> tuple[str, ...]:
+        """Names of the networks ``compile`` compiles: every child module with parameters that learn (a mean
+        teacher, which only follows, is left as it is)."""
+        return tuple(name for name, module in self.named_children()
+                     if any(p.requires_grad for p in module.parameters()))
+
+    def configure_model(self) -> None:
+        if not self.hparams.get("compile", False) or self._compile_refused:
+            return
+        refusal = compile_refusal(self.device)
+        if refusal:
+            rank_zero_warn(f"model.compile=true: {refusal}; training uncompiled")
+            self._compile_refused = True
+            return
+        for name in self.networks_to_compile():
+            if name not in self._compiled:  # the hook runs once per trainer call
+                self.network(name).compile()
+                self._compiled.add(name)
+
+    def segmentor_optimizers(self) -> list:
+        """The optimizers whose learning rate is ``lr_seg`` (and follows ``seg_lr_schedule``)."""
+        raise NotImplementedError
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # a function of global_step, not a scheduler's own counter: a resumed run stays exact
+        schedule = self.hparams.get("seg_lr_schedule", "step")
+        if schedule == "step":
+            return
+        horizon = self.trainer.max_steps
+        if horizon is None or horizon < 1:
+            raise ValueError(f"model.seg_lr_schedule={schedule} needs trainer.max_steps (the iterations it decays over)")
+        rate = self.hparams.lr_seg * lr_factor(schedule, self.global_step, horizon)
+        for optimizer in self.segmentor_optimizers():
+            for group in optimizer.param_groups:
+                group["lr"] = rate
 
     # -- prediction ----------------------------------------------------------------------------
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -247,7 +326,7 @@ class SegmentationMethod(L.LightningModule):
         the checkpoint saved after this validation writes. Logs ``val/dice_postprocessed`` (the primary
         predictor's mean Dice with the decision applied). Not on the sanity check's untrained weights."""
         largest = self._gathered_rows(self._largest_rows)
-        if not largest or (self._trainer is not None and self._trainer.sanity_checking):
+        if not largest or sanity_checking(self):
             return
         keep = postprocess.decide(rows, largest)
         self.postprocessing = {"keep_largest": keep, "step": int(self.global_step),
@@ -310,37 +389,3 @@ class SegmentationMethod(L.LightningModule):
         """Automatic optimisation: Lightning steps ``interval: epoch`` schedulers here; only whole epochs count."""
         if self.completed_an_epoch():
             scheduler.step() if metric is None else scheduler.step(metric)
-
-
-def load_method(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationMethod:
-    """Restore the method (class and weights) that wrote a checkpoint, in eval mode."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e})") from e
-    class_path = checkpoint.get(METHOD_KEY) if isinstance(checkpoint, dict) else None
-    if not class_path:
-        raise ValueError(f"{path}: not an mkdseg checkpoint (no '{METHOD_KEY}' entry)")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    upgrade_hyperparameters(checkpoint.get("hyper_parameters", {}), path)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    buffer.seek(0)
-    model = cls.load_from_checkpoint(buffer, map_location=map_location)
-    return model.eval()
-
-
-def upgrade_hyperparameters(hparams: dict, path: Path) -> None:
-    """Checkpoints written before models recorded their label set hold ``num_classes`` instead of
-    ``data_spec``; mkdseg then read only MM-WHS and the phantom, so such a model is MM-WHS's seven."""
-    if "num_classes" not in hparams:
-        return
-    num_classes = hparams.pop("num_classes")
-    if num_classes != DataSpec.mmwhs().num_classes:
-        raise ValueError(f"{path}: an old checkpoint with {num_classes} classes and no label set; "
-                         "cannot tell which structures it segments")
-    hparams.setdefault("data_spec", None)

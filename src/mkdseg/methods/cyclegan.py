@@ -1,10 +1,11 @@
-"""The image alignment module every translation method builds on: a CycleGAN (Zhu et al. 2017).
+"""The image alignment module every translation method holds: a CycleGAN (Zhu et al. 2017).
 
-:class:`CycleGANMethod` owns ``g_at`` (assistant -> target), ``g_ta``, ``d_t``, ``d_a``: the translation,
-the adversarial and cycle losses, the discriminator phase with its image pools, their four optimizers
-(first in optimizer order), and the pools' checkpoint state. Subclasses add their segmentors
-(:meth:`CycleGANMethod.build_segmentors`, :meth:`CycleGANMethod.segmentor_names`) and write
-``training_step`` from these pieces: MKD (:mod:`mkdseg.methods.mkd`), Jiang et al. and Zhang et al.
+:class:`CycleGANTranslator` is the module: ``g_at`` (assistant -> target), ``g_ta``, ``d_t``, ``d_a``, the
+translation, the adversarial and cycle losses and the image pools. :class:`CycleGANMethod` is the base of the
+methods that hold one (as ``translator``): the translator's options, its phases (generators, discriminators),
+its four optimizers (first in optimizer order) and the pools' checkpoint state. Subclasses add their segmentors
+(:meth:`CycleGANMethod.build_segmentors`, :meth:`CycleGANMethod.segmentor_names`) and write ``training_step``
+from these pieces: MKD (:mod:`mkdseg.methods.mkd`), Jiang et al. and Zhang et al.
 (:mod:`mkdseg.methods.translation`). A change to the alignment module here reaches all of them.
 """
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torch import nn
 
 from mkdseg.losses import GanMode, GANLoss, cycle_loss
-from mkdseg.methods.manual import ManualMethod, check_image_size, frozen
+from mkdseg.methods.manual import ManualMethod, frozen
 from mkdseg.methods.options import check_at_least, check_choice, check_positive
 from mkdseg.methods.pool import ImagePool
-from mkdseg.methods.shared import segmentor_optimizer, segmentor_schedulers
+from mkdseg.methods.segmentors import check_image_size, segmentor_schedulers
 from mkdseg.methods.training_state import load_image_pools, save_image_pools
 from mkdseg.nets import NLayerDiscriminator, ResnetGenerator, init_weights
 from mkdseg.nets.generator import Upsampling
@@ -34,8 +36,70 @@ def linear_decay_factor(step: int, total: int) -> float:
     return max(0.0, min(1.0, 1.0 - (step - half) / half)) if total > 0 else 1.0
 
 
+class CycleGANTranslator(nn.Module):
+    """The CycleGAN: generators ``g_at`` (assistant -> target) and ``g_ta``, PatchGAN discriminators ``d_t`` and
+    ``d_a``, their losses and an image pool per discriminator. The options are :class:`CycleGANMethod`'s."""
+
+    #: the networks, in the optimizer order of every method that holds a translator
+    NETWORKS = ("g_at", "g_ta", "d_t", "d_a")
+
+    def __init__(self, channels: int, gen_filters: int, gen_blocks: int, gen_downsampling: int, disc_filters: int,
+                 disc_layers: int, norm: Norm, gan_mode: GanMode, lambda_cyc: float, pool_size: int,
+                 gen_upsampling: Upsampling):
+        super().__init__()
+
+        def generator() -> ResnetGenerator:
+            return init_weights(ResnetGenerator(channels, channels, gen_filters, gen_blocks, gen_downsampling, norm,
+                                                upsampling=gen_upsampling))
+
+        def discriminator() -> NLayerDiscriminator:
+            return init_weights(NLayerDiscriminator(channels, disc_filters, disc_layers, norm))
+
+        # construction order = initialisation order of the random weights
+        self.g_at = generator()
+        self.g_ta = generator()
+        self.d_t = discriminator()
+        self.d_a = discriminator()
+        self.lambda_cyc = lambda_cyc
+        self.gan_loss = GANLoss(gan_mode)
+        self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)
+
+    @property
+    def size_divisor(self) -> int:
+        return self.g_at.size_divisor
+
+    def translate(self, x_a: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``fake_t = G_at(x_a)``, ``rec_a = G_ta(fake_t)``, ``fake_a = G_ta(x_t)``, ``rec_t = G_at(fake_a)``."""
+        fake_t = self.g_at(x_a)
+        rec_a = self.g_ta(fake_t)
+        fake_a = self.g_ta(x_t)
+        rec_t = self.g_at(fake_a)
+        return fake_t, rec_a, fake_a, rec_t
+
+    def generator_losses(self, x_a, x_t, fake_t, rec_a, fake_a, rec_t) -> dict[str, torch.Tensor]:
+        """The CycleGAN generator objective ``adv_t + adv_a + lambda_cyc * cyc`` (discriminators frozen by the caller).
+
+        The sum serves both generators: each term depends on one generator only (or both, for the shared
+        cycle term), so one backward gives each generator exactly its own objective's gradient.
+        """
+        loss_adv_t = self.gan_loss(self.d_t(fake_t), True)
+        loss_adv_a = self.gan_loss(self.d_a(fake_a), True)
+        loss_cyc = cycle_loss(rec_a, x_a) + cycle_loss(rec_t, x_t)
+        loss_g = loss_adv_t + loss_adv_a + self.lambda_cyc * loss_cyc
+        return {"loss_g": loss_g, "loss_g_adv_t": loss_adv_t, "loss_g_adv_a": loss_adv_a, "loss_cyc": loss_cyc}
+
+    def discriminator_losses(self, x_a, x_t, fake_t, fake_a) -> dict[str, torch.Tensor]:
+        """Least-squares (or log) real/fake losses of D_t and D_a on real images vs pooled, detached fakes, each
+        halved as in CycleGAN."""
+        pooled_t, pooled_a = self.pool_t.query(fake_t.detach()), self.pool_a.query(fake_a.detach())
+        loss_d_t = 0.5 * (self.gan_loss(self.d_t(x_t), True) + self.gan_loss(self.d_t(pooled_t), False))
+        loss_d_a = 0.5 * (self.gan_loss(self.d_a(x_a), True) + self.gan_loss(self.d_a(pooled_a), False))
+        return {"loss_d": loss_d_t + loss_d_a, "loss_d_t": loss_d_t, "loss_d_a": loss_d_a}
+
+
 class CycleGANMethod(ManualMethod):
-    """A segmentation method with a CycleGAN translator; one optimizer per network, stepped by hand.
+    """A segmentation method that holds a CycleGAN translator (:class:`CycleGANTranslator`, ``translator``);
+    one optimizer per network, stepped by hand.
 
     Args:
         gen_filters: the ResNet generators' width (CycleGAN: 64).
@@ -55,14 +119,13 @@ class CycleGANMethod(ManualMethod):
         gan_lr_decay: departure from the paper, off by default: ``constant`` (the paper's fixed rates) or
             ``linear``: CycleGAN's schedule, the translator's learning rates constant for the first half of
             :meth:`translator_steps`, then linearly to zero at its end.
-        **kwargs: the options of the segmentors (:class:`~mkdseg.methods.shared.SegmentorOptions`) and of
-            :class:`~mkdseg.methods.base.SegmentationMethod`.
+        **kwargs: the segmentors' options and the others every method takes
+            (:class:`~mkdseg.methods.base.SegmentationMethod`).
 
     ``benchmarks/translation_quality.py`` measures the departures.
     """
 
-    #: the translator's networks, in optimizer order
-    TRANSLATOR = ("g_at", "g_ta", "d_t", "d_a")
+    TRANSLATOR = CycleGANTranslator.NETWORKS
 
     def __init__(
         self,
@@ -86,25 +149,13 @@ class CycleGANMethod(ManualMethod):
         check_positive(lr_gen=lr_gen, lr_disc=lr_disc)
         check_at_least(0, lambda_cyc=lambda_cyc)
         super().__init__(**kwargs)
-        channels = self.hparams.in_channels
-
-        def generator() -> ResnetGenerator:
-            return init_weights(ResnetGenerator(channels, channels, gen_filters, gen_blocks, gen_downsampling, norm,
-                                                upsampling=gen_upsampling))
-
-        def discriminator() -> NLayerDiscriminator:
-            return init_weights(NLayerDiscriminator(channels, disc_filters, disc_layers, norm))
-
         # construction order = initialisation order of the random weights: translator, then segmentors
-        self.g_at = generator()
-        self.g_ta = generator()
-        self.d_t = discriminator()
-        self.d_a = discriminator()
+        self.translator = CycleGANTranslator(self.hparams.in_channels, gen_filters, gen_blocks, gen_downsampling,
+                                             disc_filters, disc_layers, norm, gan_mode, lambda_cyc, pool_size,
+                                             gen_upsampling)
         self.build_segmentors()
-        check_image_size(self.hparams.image_size, self.g_at.size_divisor,
-                         *(getattr(self, n).size_divisor for n in self.segmentor_names()))
-        self.gan_loss = GANLoss(gan_mode)
-        self.pool_t, self.pool_a = ImagePool(pool_size), ImagePool(pool_size)
+        check_image_size(self.hparams.image_size, self.translator.size_divisor,
+                         *(self.network(n).size_divisor for n in self.segmentor_names()))
 
     # -- what subclasses define ----------------------------------------------------------------
     def build_segmentors(self) -> None:
@@ -118,6 +169,8 @@ class CycleGANMethod(ManualMethod):
     def network_names(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.TRANSLATOR + self.segmentor_names()
 
+    def network(self, name: str) -> nn.Module:
+        return getattr(self.translator, name) if name in self.TRANSLATOR else getattr(self, name)
 
     # -- the alignment module ------------------------------------------------------------------
     @staticmethod
@@ -127,35 +180,9 @@ class CycleGANMethod(ManualMethod):
         no label), else the labelled ones."""
         return batch.get("x_u", batch["x_t"])
 
-    def translate(self, x_a: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``fake_t = G_at(x_a)``, ``rec_a = G_ta(fake_t)``, ``fake_a = G_ta(x_t)``, ``rec_t = G_at(fake_a)``."""
-        fake_t = self.g_at(x_a)
-        rec_a = self.g_ta(fake_t)
-        fake_a = self.g_ta(x_t)
-        rec_t = self.g_at(fake_a)
-        return fake_t, rec_a, fake_a, rec_t
-
-    def cyclegan_losses(self, x_a, x_t, fake_t, rec_a, fake_a, rec_t) -> dict[str, torch.Tensor]:
-        """The CycleGAN generator objective ``adv_t + adv_a + lambda_cyc * cyc`` (discriminators frozen by the caller).
-
-        The sum serves both generators: each term depends on one generator only (or both, for the shared
-        cycle term), so one backward gives each generator exactly its own objective's gradient.
-        """
-        loss_adv_t = self.gan_loss(self.d_t(fake_t), True)
-        loss_adv_a = self.gan_loss(self.d_a(fake_a), True)
-        loss_cyc = cycle_loss(rec_a, x_a) + cycle_loss(rec_t, x_t)
-        loss_g = loss_adv_t + loss_adv_a + self.hparams.lambda_cyc * loss_cyc
-        return {"loss_g": loss_g, "loss_g_adv_t": loss_adv_t, "loss_g_adv_a": loss_adv_a, "loss_cyc": loss_cyc}
-
-    def discriminator_losses(self, x_a, x_t, pooled_fake_t, pooled_fake_a) -> dict[str, torch.Tensor]:
-        """Least-squares (or log) real/fake losses of D_t and D_a, each halved as in CycleGAN."""
-        loss_d_t = 0.5 * (self.gan_loss(self.d_t(x_t), True) + self.gan_loss(self.d_t(pooled_fake_t), False))
-        loss_d_a = 0.5 * (self.gan_loss(self.d_a(x_a), True) + self.gan_loss(self.d_a(pooled_fake_a), False))
-        return {"loss_d": loss_d_t + loss_d_a, "loss_d_t": loss_d_t, "loss_d_a": loss_d_a}
-
     def discriminator_phase(self, x_a, x_t, fake_t, fake_a, count: bool = False) -> dict[str, torch.Tensor]:
         """Update D_t and D_a on real images vs pooled (detached) fakes."""
-        disc = self.discriminator_losses(x_a, x_t, self.pool_t.query(fake_t.detach()), self.pool_a.query(fake_a.detach()))
+        disc = self.translator.discriminator_losses(x_a, x_t, fake_t, fake_a)
         self._step(disc["loss_d"], "d_t", "d_a", count_last=count)
         return disc
 
@@ -163,9 +190,9 @@ class CycleGANMethod(ManualMethod):
         """One plain CycleGAN iteration (generators, then discriminators, which ends the iteration);
         the segmentors are untouched. Jiang et al.'s first stage and MKD's optional warm-up."""
         x_a, x_t = batch["x_a"], self.translator_targets(batch)
-        fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
-        with frozen(self.d_t, self.d_a):
-            gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
+        fake_t, rec_a, fake_a, rec_t = self.translator.translate(x_a, x_t)
+        with frozen(self.translator.d_t, self.translator.d_a):
+            gen = self.translator.generator_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
             self._step(gen["loss_g"], "g_at", "g_ta")
         disc = self.discriminator_phase(x_a, x_t, fake_t, fake_a, count=True)
         self.log_losses({**gen, **disc}, batch)
@@ -173,8 +200,8 @@ class CycleGANMethod(ManualMethod):
     def sample_outputs(self, x_t: torch.Tensor, x_a: torch.Tensor) -> dict:
         outputs = super().sample_outputs(x_t, x_a)
         with self.evaluating():
-            fake_t = self.g_at(x_a.to(self.device))
-            outputs["translation"] = (fake_t.float().cpu(), self.g_ta(fake_t).float().cpu())
+            fake_t = self.translator.g_at(x_a.to(self.device))
+            outputs["translation"] = (fake_t.float().cpu(), self.translator.g_ta(fake_t).float().cpu())
         return outputs
 
     # -- optimisation --------------------------------------------------------------------------
@@ -206,21 +233,17 @@ class CycleGANMethod(ManualMethod):
 
     def configure_optimizers(self):
         hp = self.hparams
-        adam = torch.optim.Adam
-        optimizers = [
-            adam(self.g_at.parameters(), lr=hp.lr_gen, betas=tuple(hp.gan_betas)),
-            adam(self.g_ta.parameters(), lr=hp.lr_gen, betas=tuple(hp.gan_betas)),
-            adam(self.d_t.parameters(), lr=hp.lr_disc, betas=tuple(hp.gan_betas)),
-            adam(self.d_a.parameters(), lr=hp.lr_disc, betas=tuple(hp.gan_betas)),
-        ]
-        seg = [segmentor_optimizer(hp, getattr(self, n).parameters()) for n in self.segmentor_names()]
-        return optimizers + seg, segmentor_schedulers(hp, seg)
+        rates = {"g_at": hp.lr_gen, "g_ta": hp.lr_gen, "d_t": hp.lr_disc, "d_a": hp.lr_disc}
+        translator = [torch.optim.Adam(self.network(n).parameters(), lr=rates[n], betas=tuple(hp.gan_betas))
+                      for n in self.TRANSLATOR]
+        seg = self.make_segmentor_optimizers()
+        return translator + seg, segmentor_schedulers(hp, seg)
 
     # -- checkpoints: the pools are training state too (one pair per rank under DDP) ----------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        save_image_pools(self, checkpoint)
+        save_image_pools(self.translator, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        load_image_pools(self, checkpoint)
+        load_image_pools(self.translator, checkpoint, self.device)

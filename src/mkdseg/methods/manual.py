@@ -2,8 +2,8 @@
 
 An iteration is a sequence of phases (MKD: generators, discriminators, segmentors), each one backward
 of its loss and a step of its optimizers (:meth:`ManualMethod._step`). ``trainer.global_step`` counts
-iterations, not optimizer steps: every step is taken :func:`uncounted` and the phase that ends the
-iteration counts it once (:func:`count_iteration`), so ``max_steps`` and every step-based interval
+iterations, not optimizer steps: every step is taken uncounted and the phase that ends the iteration
+counts it once (:mod:`mkdseg.lightning_private`), so ``max_steps`` and every step-based interval
 count iterations.
 """
 
@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
+from mkdseg.lightning_private import count_iteration, uncounted
 from mkdseg.methods.amp import PhaseLossScaling
-from mkdseg.methods.shared import SegmentorOptions
+from mkdseg.methods.base import SegmentationMethod
+from mkdseg.methods.segmentors import segmentor_optimizer
 
 
 @contextmanager
@@ -34,60 +35,8 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-@contextmanager
-def uncounted(optimizer) -> Iterator[None]:
-    """Step ``optimizer`` without advancing ``trainer.global_step``.
-
-    Lightning counts every optimizer step, six per MKD iteration; ``max_steps``, checkpoint intervals
-    and step-based schedules must count iterations: every step is taken uncounted and each iteration
-    is counted once by :func:`count_iteration`.
-
-    This uses Lightning's private step hooks, deliberately: Lightning 2.6 has no public way to count
-    one iteration per ``training_step`` under manual optimization. Its manual loop
-    (``lightning.pytorch.loops.optimization.manual._ManualOptimization.on_run_start``) installs
-    ``_on_before_step``/``_on_after_step`` on every :class:`LightningOptimizer` for the duration of the
-    ``training_step``, and ``LightningOptimizer.step`` calls them, so ``trainer.global_step`` (that
-    loop's ``optim_step_progress.total.completed``) grows by one per optimizer step. Upstream issue:
-    Lightning-AI/pytorch-lightning#17958 "incorrect global_step with multiple optimizers and
-    automatic_optimization=False" (open; the fix, PR #19589, is unmerged). The public alternatives
-    fail here: stepping the raw ``optimizer.optimizer`` bypasses the strategy's ``optimizer_step``
-    (precision plugin, ``on_before_optimizer_step`` hooks, sharded strategies), and counting only via
-    the last optimizer's ``step()`` loses the iteration whenever a loss-scale overflow makes
-    :class:`~torch.amp.GradScaler` skip that step. Revisit when #17958 is resolved; the tests in
-    ``tests/test_mkd_step.py`` and ``tests/test_resume.py`` pin the counting.
-    """
-    if not isinstance(optimizer, LightningOptimizer):
-        yield
-        return
-    before, after = optimizer._on_before_step, optimizer._on_after_step
-    optimizer._on_before_step = optimizer._on_after_step = lambda: None
-    try:
-        yield
-    finally:
-        optimizer._on_before_step, optimizer._on_after_step = before, after
-
-
-def count_iteration(optimizer) -> None:
-    """Advance ``trainer.global_step`` by one, as one counted step of ``optimizer`` would (whether or
-    not a mixed-precision overflow made the scaler skip the actual steps)."""
-    if isinstance(optimizer, LightningOptimizer):
-        optimizer._on_before_step()
-        optimizer._on_after_step()
-
-
-def check_image_size(image_size: int, *divisors: int) -> None:
-    """``ValueError`` naming ``data.image_size`` unless every network (``divisors``) can take it."""
-    for d in divisors:
-        if image_size < d or image_size % d:
-            raise ValueError(
-                f"image_size={image_size} cannot be taken by the networks: it must be a multiple of {max(divisors)} "
-                "(generator down-sampling and segmentor strides); set data.image_size accordingly"
-            )
-
-
-class ManualMethod(SegmentorOptions):
-    """Base of the methods that step their optimizers by hand (see the module docstring). Its options are
-    those of the segmentors (:class:`~mkdseg.methods.shared.SegmentorOptions`)."""
+class ManualMethod(SegmentationMethod):
+    """Base of the methods that step their optimizers by hand (see the module docstring)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -112,6 +61,10 @@ class ManualMethod(SegmentorOptions):
     def networks_to_compile(self) -> tuple[str, ...]:
         return tuple(self.network_names)
 
+    def make_segmentor_optimizers(self) -> list:
+        """The segmentors' optimizers, in :meth:`segmentor_names` order (Adam with ``lr_seg``)."""
+        return [segmentor_optimizer(self.hparams, self.network(n).parameters()) for n in self.segmentor_names()]
+
     def segmentor_optimizers(self) -> list:
         named = self.named_optimizers()
         return [named[n] for n in self.segmentor_names()]
@@ -121,7 +74,7 @@ class ManualMethod(SegmentorOptions):
         (attribute names of networks with disjoint parameters, e.g. ``"g_at", "g_ta"``).
 
         One *phase* of the iteration, named ``"g_at+g_ta"``. Under 16-bit mixed precision the phase has a
-        loss scale of its own (:class:`~mkdseg.methods.training_state.PhaseLossScaling`): an optimizer whose
+        loss scale of its own (:class:`~mkdseg.methods.amp.PhaseLossScaling`): an optimizer whose
         gradients overflowed skips its step (counted in ``train/amp_skipped/<phase>``) and the scale is
         updated once per phase. ``count_last``: this phase ends the iteration, which advances
         ``trainer.global_step`` by one.

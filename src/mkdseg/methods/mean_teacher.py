@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from mkdseg.data.appearance import random_convolution
-from mkdseg.methods.baselines import JointTraining
 from mkdseg.methods.options import check_at_least, check_choice
+from mkdseg.methods.single_optimizer import SingleOptimizerMethod
+from mkdseg.methods.supervised import OneSegmentor, joint_losses
 
 StudentView = Literal["noise", "gin"]
 
@@ -25,16 +26,19 @@ def sigmoid_rampup(step: int, length: int) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-class MeanTeacher(JointTraining):
+class MeanTeacher(OneSegmentor, SingleOptimizerMethod):
     """Joint training (one segmentor, both modalities' labelled slices) plus a consistency term on the
     unlabelled target slices (``data.unlabelled_target: true``): the segmentor (student) and an exponential
     moving average of its weights (teacher) see each unlabelled slice with independent Gaussian noise,
     and the student's softmax is pulled to the teacher's (mean squared error over classes and pixels).
 
-    ``loss_seg = sup(assistant) + sup(target) + lambda_consistency * ramp(step) * consistency``. The teacher
+    ``loss_seg = sup(assistant) + sup(target) + lambda_consistency * ramp(step) * consistency`` (logged as
+    ``loss_unlabelled``). The teacher
     segments at test time (``primary_predictor`` ``teacher``; the student is ``seg``).
 
     Args:
+        assistant_weight: weight of the assistant slices' supervised loss, as in
+            :class:`~mkdseg.methods.supervised.JointTraining` (0: the target's labelled slices alone).
         lambda_consistency: weight of the consistency term, reached after ``consistency_rampup_steps``.
         consistency_rampup_steps: iterations of the sigmoid ramp-up of that weight.
         ema_decay: the teacher's weights move to the student's by ``1 - ema_decay`` per iteration.
@@ -43,7 +47,7 @@ class MeanTeacher(JointTraining):
             view is also re-styled by a random network (:func:`~mkdseg.data.appearance.random_convolution`),
             the teacher's is not, so that the segmentor learns to segment target images whatever their
             intensities, from the unlabelled target subjects themselves.
-        **kwargs: the segmentors' options (:class:`~mkdseg.methods.shared.SegmentorOptions`).
+        **kwargs: the segmentors' options (:class:`~mkdseg.methods.base.SegmentationMethod`).
 
     Example:
         >>> m = MeanTeacher(image_size=32, seg_channels=(4, 8), seg_strides=(2,))
@@ -53,14 +57,15 @@ class MeanTeacher(JointTraining):
 
     primary_predictor = "teacher"
 
-    def __init__(self, lambda_consistency: float = 1.0, consistency_rampup_steps: int = 200, ema_decay: float = 0.99,
-                 input_noise: float = 0.1, student_view: StudentView = "noise", **kwargs):
-        check_at_least(0, lambda_consistency=lambda_consistency, consistency_rampup_steps=consistency_rampup_steps,
-                       input_noise=input_noise)
+    def __init__(self, assistant_weight: float = 1.0, lambda_consistency: float = 1.0, consistency_rampup_steps: int = 200,
+                 ema_decay: float = 0.99, input_noise: float = 0.1, student_view: StudentView = "noise", **kwargs):
+        check_at_least(0, assistant_weight=assistant_weight, lambda_consistency=lambda_consistency,
+                       consistency_rampup_steps=consistency_rampup_steps, input_noise=input_noise)
         check_choice("student_view", student_view, StudentView)
         if not 0 <= ema_decay < 1:
             raise ValueError(f"model.ema_decay must be in [0, 1), got {ema_decay}")
         super().__init__(**kwargs)
+        self.build_segmentor()
         self.teacher = copy.deepcopy(self.seg).requires_grad_(False)
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -70,10 +75,10 @@ class MeanTeacher(JointTraining):
         if "x_u" not in batch:
             raise ValueError("MeanTeacher needs unlabelled target slices: set data.unlabelled_target: true "
                              "(and data.n_target below the training fold's subjects)")
-        losses = super().losses(batch)
+        losses = joint_losses(self.seg, batch, self.hparams.assistant_weight)
         unlabelled = self.unlabelled_losses(batch)
         weight = self.hparams.lambda_consistency * sigmoid_rampup(self.global_step, self.hparams.consistency_rampup_steps)
-        losses["loss_seg"] = losses["loss_seg"] + weight * unlabelled["loss_consistency"]
+        losses["loss_seg"] = losses["loss_seg"] + weight * unlabelled["loss_unlabelled"]
         return {**losses, **unlabelled}
 
     def student_view_of(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,13 +87,13 @@ class MeanTeacher(JointTraining):
         return styled + self.hparams.input_noise * torch.randn_like(x)
 
     def unlabelled_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The term on the unlabelled target slices (``loss_consistency``, weighted and ramped by the caller),
-        and any diagnostics to log: here Tarvainen's mean squared error between the two softmaxes."""
+        """The term on the unlabelled target slices (``loss_unlabelled``, weighted and ramped by the caller), and any
+        diagnostics to log: here Tarvainen's consistency, the mean squared error between the two softmaxes."""
         x_u = batch["x_u"]
         student = self.seg(self.student_view_of(x_u)).float().softmax(1)
         with torch.no_grad():
             teacher = self.teacher(x_u + self.hparams.input_noise * torch.randn_like(x_u)).float().softmax(1)
-        return {"loss_consistency": F.mse_loss(student, teacher)}
+        return {"loss_unlabelled": F.mse_loss(student, teacher)}
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The teacher follows the student after every optimizer step. Here, not in ``on_train_batch_end``:

@@ -7,6 +7,8 @@ those of the image it is pasted onto.
 * :func:`class_masks`: ClassMix / DACS (Olsson et al. 2021; Tranheden et al., WACV 2021): the pixels of
   half of the foreground classes present in the pasted image's (pseudo-)label.
 * :func:`paste`: images, labels and per-pixel weights mixed by such masks.
+* :class:`Mixer`: the strong views of weak-to-strong pseudo-labelling built from these: where the pasted image
+  comes from (another unlabelled slice, a labelled target or assistant slice) and BCP's way back.
 
 MONAI's ``CutMix`` mixes whole labels by area for classification and draws from a random state of its
 own, outside what mkdseg's checkpoints restore; these draw from torch's global stream, so a resumed run
@@ -19,12 +21,18 @@ Shapes: images ``[B, 1, H, W]``, labels ``[B, H, W]`` (integer classes), weights
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 #: how the pasted pixels are chosen: none (no mixing), a box, or classes
 MixShape = Literal["none", "cutmix", "classmix"]
+#: where a pasted image comes from: another unlabelled target slice, a labelled target or assistant slice
+MixSource = Literal["unlabelled", "target", "assistant"]
+#: ``(images [B, 1, H, W], labels [B, H, W], weights [B, H, W])``: a view and what the student learns on it
+Labelled = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 #: UniMatch's CutMix box: area as a fraction of the slice, and aspect ratio (height / width)
 BOX_AREA = (0.02, 0.4)
 BOX_ASPECT = (0.3, 1 / 0.3)
@@ -83,3 +91,52 @@ def paste(mask: torch.Tensor, pasted: tuple[torch.Tensor, torch.Tensor, torch.Te
     label = torch.where(mask, pasted[1], base[1])
     weight = torch.where(mask, pasted[2], base[2])
     return image, label, weight
+
+
+@dataclass(frozen=True)
+class Mixer:
+    """The strong views of the unlabelled slices (weak-to-strong pseudo-labelling), from the batch.
+
+    Args:
+        shape: ``none`` (the slice as it is), ``cutmix`` or ``classmix``: which pixels of a pasted image replace
+            the unlabelled slice's.
+        sources: where the pasted image comes from, drawn per sample (:data:`MixSource`); labelled pixels carry
+            their ground truth (weight 1), unlabelled ones their pseudo-label.
+        back: also BCP's other direction: a box of each unlabelled slice pasted into a labelled target slice.
+    """
+
+    shape: MixShape = "cutmix"
+    sources: Sequence[MixSource] = ("unlabelled",)
+    back: bool = False
+
+    def pasted(self, batch: dict, unlabelled: Labelled) -> Labelled:
+        """Per sample, an image from one of :attr:`sources` with its label and weights."""
+        ones = torch.ones_like(unlabelled[2])
+        candidates = {
+            "unlabelled": tuple(t.roll(1, 0) for t in unlabelled),
+            "target": (batch["x_t"], batch["y_t"].long(), ones),
+            "assistant": (batch["x_a"], batch["y_a"].long(), ones),
+        }
+        sources = list(self.sources)
+        choice = torch.randint(len(sources), (unlabelled[0].shape[0],), device=unlabelled[0].device)
+        drawn = candidates[sources[0]]
+        for i, name in enumerate(sources[1:], start=1):
+            drawn = paste((choice == i)[:, None, None].expand_as(drawn[1]), candidates[name], drawn)
+        return drawn
+
+    def views(self, batch: dict, unlabelled: Labelled, restyle=lambda x: x) -> dict[str, Labelled]:
+        """``{"strong": the unlabelled slices mixed as :attr:`shape` says}``, and with :attr:`back` ``"back"``: the
+        labelled target slices with a box of the unlabelled ones (ground truth outside the box). ``restyle``: what
+        the student sees of each mixed image (applied as each view is made: the random draws keep one order)."""
+        b, _, h, w = unlabelled[0].shape
+        strong = unlabelled
+        if self.shape != "none":
+            source = self.pasted(batch, unlabelled)
+            mask = box_masks(b, h, w, unlabelled[0].device) if self.shape == "cutmix" else class_masks(source[1])
+            strong = paste(mask, source, unlabelled)
+        views = {"strong": (restyle(strong[0]), *strong[1:])}
+        if self.back:
+            labelled = (batch["x_t"], batch["y_t"].long(), torch.ones_like(unlabelled[2]))
+            back = paste(box_masks(b, h, w, unlabelled[0].device), unlabelled, labelled)
+            views["back"] = (restyle(back[0]), *back[1:])
+        return views

@@ -13,7 +13,7 @@ from mkdseg.losses import distillation_loss, supervised_loss
 from mkdseg.methods.cyclegan import CycleGANMethod
 from mkdseg.methods.manual import frozen
 from mkdseg.methods.options import check_at_least, check_positive
-from mkdseg.methods.shared import make_segmentor, segment_together
+from mkdseg.methods.segmentors import make_segmentor, segment_together
 
 OPTIMIZER_ORDER = ("g_at", "g_ta", "d_t", "d_a", "s_syn", "s_real")
 
@@ -49,7 +49,7 @@ def ensemble_components(s_syn: nn.Module, s_real: nn.Module, x: torch.Tensor) ->
 
 class MutualDistillation:
     """S_syn and S_real, their ensemble and their objectives: what MKD and its ablations share
-    (a mixin for :class:`~mkdseg.methods.shared.SegmentorOptions` subclasses, before them in the bases).
+    (a part of :class:`~mkdseg.methods.manual.ManualMethod` subclasses, before them in the bases).
 
     Args:
         lambda_kd_real: lambda_kd1, weight of the S_syn -> S_real distillation (paper: 0.5).
@@ -106,7 +106,7 @@ class MKDModule(MutualDistillation, CycleGANMethod):
             over this many iterations, so S_syn's early, untrained gradients do not pull G_at away.
         **kwargs: the distillation's options (:class:`MutualDistillation`), the translator's
             (:class:`~mkdseg.methods.cyclegan.CycleGANMethod`), the segmentors'
-            (:class:`~mkdseg.methods.shared.SegmentorOptions`) and
+            (:class:`~mkdseg.methods.base.SegmentationMethod`) and
             :class:`~mkdseg.methods.base.SegmentationMethod`'s.
 
     Example:
@@ -129,10 +129,10 @@ class MKDModule(MutualDistillation, CycleGANMethod):
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
         x_t_real = self.translator_targets(batch)  # x_t, or the unlabelled target slices where the data has them
         # 1. translate both ways
-        fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t_real)
+        fake_t, rec_a, fake_a, rec_t = self.translator.translate(x_a, x_t_real)
 
         # 2. train generators (discriminators and S_syn held fixed)
-        with frozen(self.d_t, self.d_a, self.s_syn):
+        with frozen(self.translator.d_t, self.translator.d_a, self.s_syn):
             gen = self.generator_losses(x_a, y_a, x_t_real, fake_t, rec_a, fake_a, rec_t)
             self._step(gen["loss_g"], "g_at", "g_ta")
 
@@ -147,8 +147,8 @@ class MKDModule(MutualDistillation, CycleGANMethod):
 
     def generator_losses(self, x_a, y_a, x_t, fake_t, rec_a, fake_a, rec_t) -> dict[str, torch.Tensor]:
         """G_at: adv_t + lambda_cyc * cyc + lambda_sup_gen * CE+Dice(S_syn(fake_t), y_a); G_ta: adv_a + lambda_cyc * cyc
-        (:meth:`CycleGANMethod.cyclegan_losses` plus S_syn's supervised term; S_syn frozen by the caller)."""
-        gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
+        (:meth:`~mkdseg.methods.cyclegan.CycleGANTranslator.generator_losses` plus S_syn's supervised term; S_syn frozen by the caller)."""
+        gen = self.translator.generator_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
         loss_sup = supervised_loss(self.s_syn(fake_t), y_a)
         gen["loss_g"] = gen["loss_g"] + self.sup_gen_weight() * loss_sup
         gen["loss_g_sup_syn"] = loss_sup

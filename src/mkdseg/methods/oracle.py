@@ -8,8 +8,8 @@ learned translation is. Not methods for real data: there is no paired rendering 
 
 from __future__ import annotations
 
-from mkdseg.methods.baselines import JointTraining
-from mkdseg.methods.mkd_ablations import MKDNoAlignment
+from mkdseg.methods.supervised import JointTraining
+from mkdseg.methods.mkd_no_alignment import MKDNoAlignment
 
 
 def perfectly_translated(batch: dict, method: str) -> dict:

@@ -23,12 +23,12 @@ from monai.networks.layers import SkipConnection
 from torch import nn
 
 from mkdseg.methods.mean_teacher import MeanTeacher
-from mkdseg.methods.mixing import MixShape, box_masks, class_masks, paste
+from mkdseg.methods.mixing import Mixer, MixShape, MixSource
 from mkdseg.methods.options import check_at_least, check_choice
-from mkdseg.methods.shared import segment_together
+from mkdseg.methods.segmentors import segment_together
 
+#: who labels the unlabelled slices: the EMA teacher, the segmentor itself, or a copy of the teacher frozen per round
 PseudoLabeller = Literal["teacher", "student", "rounds"]
-MixSource = Literal["unlabelled", "target", "assistant"]
 
 # Dice of the weighted softmax against the weighted one-hot pseudo-label: UniMatch's masked Dice
 _DICE = DiceLoss(include_background=True, softmax=False, to_onehot_y=False, smooth_nr=1e-5, smooth_dr=1e-5)
@@ -75,34 +75,58 @@ def feature_dropout(segmentor: nn.Module, p: float) -> Iterator[None]:
             hook.remove()
 
 
+class FrozenRounds(nn.Module):
+    """The labeller of self-training in rounds: a copy of the teacher, frozen for ``round_steps`` iterations and
+    refreshed at each round's first iteration; the round it was copied in is a buffer, so a resumed run keeps it."""
+
+    def __init__(self, teacher: nn.Module, round_steps: int):
+        super().__init__()
+        self.net = copy.deepcopy(teacher).requires_grad_(False)
+        self.round_steps = round_steps
+        self.register_buffer("current_round", torch.tensor(0))
+
+    def follow(self, teacher: nn.Module, step: int) -> bool:
+        """Refresh the copy when ``step`` starts a new round; whether ``step`` is in the first round (no labeller yet)."""
+        current = step // self.round_steps
+        if current != int(self.current_round):
+            self.net.load_state_dict(teacher.state_dict())
+            self.current_round.fill_(current)
+        return current == 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class WeakToStrong(MeanTeacher):
     """Joint training plus weak-to-strong pseudo-labelling of the unlabelled target slices
-    (``data.unlabelled_target: true``).
+    (``data.unlabelled_target: true``), composed of three named parts: who labels (``pseudo_labeller``), how the
+    strong view is mixed (``mix``, ``mix_sources``, ``mix_back``: a :class:`~mkdseg.methods.mixing.Mixer`) and what
+    the student sees (``student_view``, ``input_noise``: :class:`MeanTeacher`'s), with UniMatch's feature-perturbed
+    view beside them (``feature_dropout``).
 
-    Each iteration, the pseudo-labeller (the EMA teacher, or the segmentor itself without gradient) segments
-    each unlabelled slice as it is; pixels whose top class has probability >= ``confidence`` are kept. The
-    segmentor then learns those labels (cross-entropy + Dice, unconfident pixels weight 0) on
+    Each iteration, the pseudo-labeller segments each unlabelled slice as it is; pixels whose top class has
+    probability >= ``confidence`` are kept. The segmentor then learns those labels (cross-entropy + Dice,
+    unconfident pixels weight 0) on
 
-    * the strong view: the slice mixed with a pasted image (``mix``: a ``cutmix`` box or the ``classmix``
-      pixels of half its classes, the pasted image drawn per sample from ``mix_sources``), re-styled and
-      noisy as MeanTeacher's student sees it (``student_view``, ``input_noise``);
-    * with ``mix_back``, BCP's other direction: a labelled target slice with a box of the unlabelled one
-      pasted in (ground truth outside the box, pseudo-label inside);
-    * with ``feature_dropout`` > 0, UniMatch's feature-perturbed view: the slice as it is through the
-      segmentor with channel dropout on its encoder features.
+    * the strong view: the slice mixed with a pasted image (a ``cutmix`` box or the ``classmix`` pixels of half its
+      classes, the pasted image drawn per sample from ``mix_sources``), re-styled and noisy as the student sees it;
+    * with ``mix_back``, BCP's other direction: a labelled target slice with a box of the unlabelled one pasted in
+      (ground truth outside the box, pseudo-label inside);
+    * with ``feature_dropout`` > 0, UniMatch's feature-perturbed view: the slice as it is through the segmentor
+      with channel dropout on its encoder features.
 
-    With ``pseudo_labeller: rounds`` it is self-training in rounds (noisy student, within one run): the labeller
-    is a frozen copy of the teacher taken every ``round_steps`` iterations; the first round trains on the labelled
-    slices only.
+    ``pseudo_labeller: rounds`` is self-training in rounds (noisy student, within one run): the labeller is a
+    frozen copy of the teacher (:class:`FrozenRounds`) taken every ``round_steps`` iterations; the first round
+    trains on the labelled slices only.
 
-    ``loss_seg = sup(assistant) + sup(target) + lambda_consistency * ramp(step) * mean(unlabelled terms)``.
-    The teacher segments at test time, as in :class:`MeanTeacher`.
+    ``loss_seg = sup(assistant) + sup(target) + lambda_consistency * ramp(step) * mean(unlabelled terms)``, the
+    mean logged as ``loss_unlabelled``. The teacher segments at test time, as in :class:`MeanTeacher`.
 
     Args:
         confidence: pseudo-labels kept where the labeller's top probability is at least this (FixMatch's 0.95).
         pseudo_labeller: ``teacher`` (the EMA of the segmentor's weights; BCP's), ``student`` (FixMatch's) or
             ``rounds`` (a copy of the teacher frozen for ``round_steps`` iterations: self-training rounds).
-        round_steps: iterations per self-training round (``pseudo_labeller: rounds``).
+        round_steps: iterations per self-training round; given with ``pseudo_labeller: rounds`` only.
         mix: ``none``, ``cutmix`` (a random box) or ``classmix`` (the pixels of half of the pasted image's classes).
         mix_sources: where the pasted image comes from, drawn per sample: ``unlabelled`` (another unlabelled
             target slice), ``target`` (a labelled target slice), ``assistant`` (a labelled assistant slice).
@@ -116,86 +140,54 @@ class WeakToStrong(MeanTeacher):
         >>> batch = {"x_a": torch.zeros(2, 1, 32, 32), "y_a": torch.zeros(2, 32, 32).long(),
         ...          "x_t": torch.zeros(2, 1, 32, 32), "y_t": torch.zeros(2, 32, 32).long(), "x_u": torch.zeros(2, 1, 32, 32)}
         >>> sorted(k for k in m.losses(batch) if k.startswith("loss_u"))
-        ['loss_u_feature', 'loss_u_strong']
+        ['loss_u_feature', 'loss_u_strong', 'loss_unlabelled']
     """
 
-    def __init__(self, confidence: float = 0.95, pseudo_labeller: PseudoLabeller = "teacher", round_steps: int = 500,
+    def __init__(self, confidence: float = 0.95, pseudo_labeller: PseudoLabeller = "teacher", round_steps: int | None = None,
                  mix: MixShape = "cutmix", mix_sources: Sequence[MixSource] = ("unlabelled",), mix_back: bool = False,
                  feature_dropout: float = 0.0, **kwargs):
         if not 0 <= confidence <= 1:
             raise ValueError(f"model.confidence must be in [0, 1], got {confidence}")
         if not 0 <= feature_dropout < 1:
             raise ValueError(f"model.feature_dropout must be in [0, 1), got {feature_dropout}")
-        check_at_least(1, round_steps=round_steps)
         check_choice("pseudo_labeller", pseudo_labeller, PseudoLabeller)
+        if (pseudo_labeller == "rounds") != (round_steps is not None):
+            raise ValueError("model.round_steps: the iterations of a self-training round, given with "
+                             f"pseudo_labeller: rounds and only then (pseudo_labeller: {pseudo_labeller}, round_steps: {round_steps})")
+        if round_steps is not None:
+            check_at_least(1, round_steps=round_steps)
         check_choice("mix", mix, MixShape)
         for source in mix_sources:
             check_choice("mix_sources", source, MixSource)
         if mix != "none" and not mix_sources:
             raise ValueError(f"model.mix_sources: name at least one source to paste from (mix: {mix})")
         super().__init__(**kwargs)
-        if pseudo_labeller == "rounds":
-            self.labeller = copy.deepcopy(self.teacher).requires_grad_(False)
-            # the round the labeller was copied in: in the checkpoint, so a resumed run keeps its labeller
-            self.register_buffer("labeller_round", torch.tensor(0))
+        self.mixer = Mixer(mix, tuple(mix_sources), mix_back)
+        if round_steps is not None:
+            self.labeller = FrozenRounds(self.teacher, round_steps)
 
-    def in_first_round(self) -> bool:
-        """Self-training rounds: the labeller is refreshed from the teacher at each round's first iteration;
-        the first round has no labeller yet."""
-        current = self.global_step // self.hparams.round_steps
-        if current != int(self.labeller_round):
-            self.labeller.load_state_dict(self.teacher.state_dict())
-            self.labeller_round.fill_(current)
-        return current == 0
+    def labeller_network(self) -> nn.Module:
+        """The network whose confident predictions are the pseudo-labels (``pseudo_labeller``)."""
+        choice = self.hparams.pseudo_labeller
+        return self.labeller if choice == "rounds" else self.teacher if choice == "teacher" else self.seg
 
     @torch.no_grad()
     def pseudo_label(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hard labels ``[B, H, W]`` of ``x`` and their weights (1 where confident, else 0)."""
-        choice = self.hparams.pseudo_labeller
-        labeller = self.labeller if choice == "rounds" else self.teacher if choice == "teacher" else self.seg
-        confidence, labels = labeller(x).float().softmax(1).max(1)
+        confidence, labels = self.labeller_network()(x).float().softmax(1).max(1)
         return labels, (confidence >= self.hparams.confidence).float()
 
-    def pasted(self, batch: dict, unlabelled: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per sample, an image from a source of ``mix_sources`` with its label and weights: another
-        unlabelled slice of the batch (its pseudo-label) or a labelled one (its ground truth, weight 1)."""
-        x_u = unlabelled[0]
-        ones = torch.ones_like(unlabelled[2])
-        candidates = {
-            "unlabelled": tuple(t.roll(1, 0) for t in unlabelled),
-            "target": (batch["x_t"], batch["y_t"].long(), ones),
-            "assistant": (batch["x_a"], batch["y_a"].long(), ones),
-        }
-        sources = list(self.hparams.mix_sources)
-        choice = torch.randint(len(sources), (x_u.shape[0],), device=x_u.device)
-        drawn = candidates[sources[0]]
-        for i, name in enumerate(sources[1:], start=1):
-            drawn = paste((choice == i)[:, None, None].expand_as(drawn[1]), candidates[name], drawn)
-        return drawn
-
     def unlabelled_losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        hp, x_u = self.hparams, batch["x_u"]
-        b, _, h, w = x_u.shape
-        if hp.pseudo_labeller == "rounds" and self.in_first_round():
-            return {"loss_consistency": x_u.new_zeros(())}
+        x_u = batch["x_u"]
+        if self.hparams.pseudo_labeller == "rounds" and self.labeller.follow(self.teacher, self.global_step):
+            return {"loss_unlabelled": x_u.new_zeros(())}
         labels, weight = self.pseudo_label(x_u)
-        unlabelled = (x_u, labels, weight)
-        strong = unlabelled
-        if hp.mix != "none":
-            source = self.pasted(batch, unlabelled)
-            mask = box_masks(b, h, w, x_u.device) if hp.mix == "cutmix" else class_masks(source[1])
-            strong = paste(mask, source, unlabelled)
-        views, targets = [self.student_view_of(strong[0])], [strong[1:]]
-        if hp.mix_back:
-            labelled = (batch["x_t"], batch["y_t"].long(), torch.ones_like(weight))
-            back = paste(box_masks(b, h, w, x_u.device), unlabelled, labelled)
-            views.append(self.student_view_of(back[0]))
-            targets.append(back[1:])
-        terms = {}
-        for name, logits, (y, wt) in zip(("strong", "back"), segment_together(self.seg, *views), targets):
-            terms[f"loss_u_{name}"] = weighted_segmentation_loss(logits, y, wt)
-        if hp.feature_dropout > 0:
-            with feature_dropout(self.seg, hp.feature_dropout):
+        views = self.mixer.views(batch, (x_u, labels, weight), self.student_view_of)
+        logits = segment_together(self.seg, *(image for image, _, _ in views.values()))
+        terms = {f"loss_u_{name}": weighted_segmentation_loss(view_logits, y, wt)
+                 for (name, (_, y, wt)), view_logits in zip(views.items(), logits)}
+        if self.hparams.feature_dropout > 0:
+            with feature_dropout(self.seg, self.hparams.feature_dropout):
                 terms["loss_u_feature"] = weighted_segmentation_loss(self.seg(x_u), labels, weight)
-        return {"loss_consistency": torch.stack(list(terms.values())).mean(), **terms,
+        return {"loss_unlabelled": torch.stack(list(terms.values())).mean(), **terms,
                 "confident_fraction": weight.mean()}

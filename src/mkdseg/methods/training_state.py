@@ -35,14 +35,14 @@ def resume_training_state(module) -> None:
     module._pending_rng_states = None
 
 
-def save_image_pools(module, checkpoint: dict) -> None:
-    """``module.pool_t`` and ``module.pool_a`` are training state too: one pair per rank under DDP."""
-    checkpoint["image_pools"] = gather_per_rank({"t": module.pool_t.state_dict(), "a": module.pool_a.state_dict()})
+def save_image_pools(translator, checkpoint: dict) -> None:
+    """A translator's ``pool_t`` and ``pool_a`` are training state too: one pair per rank under DDP."""
+    checkpoint["image_pools"] = gather_per_rank({"t": translator.pool_t.state_dict(), "a": translator.pool_a.state_dict()})
 
 
-def load_image_pools(module, checkpoint: dict) -> None:
+def load_image_pools(translator, checkpoint: dict, device) -> None:
     pools = checkpoint.get("image_pools")
     if pools:
         pools = pick_rank(pools) if isinstance(pools, list) else pools
-        module.pool_t.load_state_dict(pools["t"], module.device)
-        module.pool_a.load_state_dict(pools["a"], module.device)
+        translator.pool_t.load_state_dict(pools["t"], device)
+        translator.pool_a.load_state_dict(pools["a"], device)

@@ -4,9 +4,8 @@
   iterations, freeze it, then train one segmentor on synthetic-target plus real target slices.
 * :class:`OnlineTranslation` (Zhang et al. 2018b): translator and segmentors optimised together, with
   the shape-consistency term; the target segmentor sees synthetic and real target slices.
-* :class:`OnlineTranslationEnsemble`: the same with two independently initialised target segmentors
-  ensembled at test time without distillation: the control showing that MKD's gain is not just
-  ensembling.
+  With ``target_segmentors: 2``, two independently initialised target segmentors ensembled at test time
+  without distillation: the control showing that MKD's gain is not just ensembling.
 
 The CycleGAN (networks, losses, pools, discriminator update, optimizers) is MKD's: :mod:`mkdseg.methods.cyclegan`.
 """
@@ -20,7 +19,7 @@ from mkdseg.losses import supervised_loss
 from mkdseg.methods.cyclegan import CycleGANMethod
 from mkdseg.methods.manual import frozen
 from mkdseg.methods.options import check_at_least
-from mkdseg.methods.shared import make_segmentor, segment_together
+from mkdseg.methods.segmentors import make_segmentor, segment_together
 
 
 class OfflineTranslation(CycleGANMethod):
@@ -68,7 +67,7 @@ class OfflineTranslation(CycleGANMethod):
             return
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
         with torch.no_grad():
-            fake_t = self.g_at(x_a)
+            fake_t = self.translator.g_at(x_a)
         logits_syn, logits_real = segment_together(self.seg, fake_t, x_t)
         loss_syn = supervised_loss(logits_syn, y_a)
         loss_real = supervised_loss(logits_real, y_t)
@@ -93,19 +92,27 @@ class OnlineTranslation(CycleGANMethod):
        ``sup(S_t(x_t), y_t) + sup(S_t(fake_t), y_a)``; the assistant-side segmentor ``S_a`` minimises
        ``sup(S_a(x_a), y_a) + sup(S_a(fake_a), y_t)``.
 
-    ``S_t`` segments target images at test time (predictor ``seg``); ``S_a`` only shapes the translation.
+    ``S_t`` segments target images at test time (predictor ``seg``); ``S_a`` only shapes the translation. With
+    several target segmentors ``s_t1``, ``s_t2``, ... (independently initialised and trained, no distillation
+    between them), their softmax maps are averaged (predictor ``ens``; ``seg1``, ``seg2``, ... are reported too).
 
     Args:
         lambda_shape: weight of the shape-consistency term in the generators' objective (Zhang et al.: 1).
+        target_segmentors: how many target segmentors (2: the ensemble control of MKD).
         **kwargs: the translator's and the segmentors' options, MKD's (:class:`~mkdseg.methods.cyclegan.CycleGANMethod`).
+
+    Example:
+        >>> m = OnlineTranslation(target_segmentors=2, image_size=32, gen_filters=4, gen_blocks=1, disc_filters=4,
+        ...                       seg_channels=(4, 8), seg_strides=(2,))
+        >>> m.primary_predictor, sorted(m.predict_components(torch.zeros(1, 1, 32, 32)))
+        ('ens', ['ens', 'seg1', 'seg2'])
     """
 
-    #: number of target segmentors (the ensemble variant sets 2)
-    n_target_segmentors: int = 1
-
-    def __init__(self, lambda_shape: float = 1.0, **kwargs):
+    def __init__(self, lambda_shape: float = 1.0, target_segmentors: int = 1, **kwargs):
         check_at_least(0, lambda_shape=lambda_shape)
+        check_at_least(1, target_segmentors=target_segmentors)
         super().__init__(**kwargs)
+        self.primary_predictor = "seg" if target_segmentors == 1 else "ens"
 
     def build_segmentors(self) -> None:
         self.s_a = make_segmentor(self.hparams, self.num_classes)
@@ -113,9 +120,9 @@ class OnlineTranslation(CycleGANMethod):
             setattr(self, name, make_segmentor(self.hparams, self.num_classes))  # each independently initialised
 
     def target_segmentor_names(self) -> tuple[str, ...]:
-        if self.n_target_segmentors == 1:
+        if self.hparams.target_segmentors == 1:
             return ("s_t",)
-        return tuple(f"s_t{i + 1}" for i in range(self.n_target_segmentors))
+        return tuple(f"s_t{i + 1}" for i in range(self.hparams.target_segmentors))
 
     def segmentor_names(self) -> tuple[str, ...]:
         return ("s_a",) + self.target_segmentor_names()
@@ -124,15 +131,18 @@ class OnlineTranslation(CycleGANMethod):
         return [getattr(self, n) for n in self.target_segmentor_names()]
 
     def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"seg": self.s_t(x).float().softmax(1)}
+        if self.hparams.target_segmentors == 1:
+            return {"seg": self.s_t(x).float().softmax(1)}
+        probs = [s(x).float().softmax(1) for s in self.target_segmentors()]
+        return {**{f"seg{i + 1}": p for i, p in enumerate(probs)}, "ens": torch.stack(probs).mean(0)}
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         x_a, y_a, x_t, y_t = batch["x_a"], batch["y_a"], batch["x_t"], batch["y_t"]
-        fake_t, rec_a, fake_a, rec_t = self.translate(x_a, x_t)
+        fake_t, rec_a, fake_a, rec_t = self.translator.translate(x_a, x_t)
 
         # generators, with discriminators and segmentors held fixed
-        with frozen(self.d_t, self.d_a, self.s_a, *self.target_segmentors()):
-            gen = self.cyclegan_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
+        with frozen(self.translator.d_t, self.translator.d_a, self.s_a, *self.target_segmentors()):
+            gen = self.translator.generator_losses(x_a, x_t, fake_t, rec_a, fake_a, rec_t)
             gen.update(self.shape_losses(fake_t, y_a, fake_a, y_t))
             gen["loss_g"] = gen["loss_g"] + self.hparams.lambda_shape * gen["loss_g_shape"]
             self._step(gen["loss_g"], "g_at", "g_ta")
@@ -162,16 +172,3 @@ class OnlineTranslation(CycleGANMethod):
         real_a, syn_a = supervised_loss(logits_real_a, y_a), supervised_loss(logits_syn_a, y_t)
         losses["loss_seg_s_a_real"], losses["loss_seg_s_a_syn"] = real_a, syn_a
         return {"loss_seg": total + real_a + syn_a, **losses}
-
-
-class OnlineTranslationEnsemble(OnlineTranslation):
-    """:class:`OnlineTranslation` with two target segmentors ``s_t1``, ``s_t2``, independently
-    initialised and trained (no distillation between them), whose softmax maps are averaged at test
-    time (predictor ``ens``; ``seg1``, ``seg2`` are reported too)."""
-
-    primary_predictor = "ens"
-    n_target_segmentors = 2
-
-    def predict_components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs = [s(x).float().softmax(1) for s in self.target_segmentors()]
-        return {**{f"seg{i + 1}": p for i, p in enumerate(probs)}, "ens": torch.stack(probs).mean(0)}

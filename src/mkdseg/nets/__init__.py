@@ -4,6 +4,6 @@ from mkdseg.nets.discriminator import NLayerDiscriminator
 from mkdseg.nets.generator import ResnetBlock, ResnetGenerator
 from mkdseg.nets.layers import init_weights, norm_layer
 from mkdseg.nets.segmentor import ResidualUNet
-from mkdseg.nets.shared_kernel import SharedKernelUNet
+from mkdseg.nets.shared_kernel_unet import SharedKernelUNet
 
 __all__ = ["NLayerDiscriminator", "ResnetBlock", "ResnetGenerator", "ResidualUNet", "SharedKernelUNet", "init_weights", "norm_layer"]

@@ -7,7 +7,6 @@ text and figures, and every logger also gets the files written next to its logs.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mkdseg.io import atomic_write_text
+from mkdseg.lightning_private import save_final_last_checkpoint
 from mkdseg.metrics import format_table
 
 
@@ -66,23 +66,8 @@ class FinalLastCheckpoint(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         for checkpoint in trainer.checkpoint_callbacks:
-            if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.save_last:
-                continue
-            # ModelCheckpoint's own tests and bookkeeping (not public API; tests/test_last_checkpoint.py checks
-            # them): skip under fast_dev_run, outside fit, and when it already saved at this step
-            if checkpoint._should_skip_saving_checkpoint(trainer):
-                continue
-            if checkpoint.save_last != "link":
-                checkpoint._save_last_checkpoint(trainer, checkpoint._monitor_candidates(trainer))
-                continue
-            # save_last="link" would link last.ckpt to the older checkpoint again: the final weights get a file
-            path = checkpoint.last_model_path or checkpoint.format_checkpoint_name(
-                checkpoint._monitor_candidates(trainer), checkpoint.CHECKPOINT_NAME_LAST)
-            if trainer.is_global_zero and os.path.islink(path):
-                os.remove(path)
-            trainer.strategy.barrier()
-            checkpoint.last_model_path = path  # before saving: it is part of the callback's saved state
-            checkpoint._save_checkpoint(trainer, path)
+            if isinstance(checkpoint, ModelCheckpoint) and checkpoint.save_last:
+                save_final_last_checkpoint(checkpoint, trainer)
 
 
 class MetricHistory(L.Callback):

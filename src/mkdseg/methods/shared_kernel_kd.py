@@ -7,20 +7,20 @@ from __future__ import annotations
 import torch
 
 from mkdseg.losses import prototype_distillation_loss, supervised_loss
-from mkdseg.methods.manual import check_image_size
 from mkdseg.methods.options import check_at_least, check_positive
-from mkdseg.methods.shared import SegmentorMethod, make_segmentor
-from mkdseg.nets.shared_kernel import SharedKernelUNet
+from mkdseg.methods.segmentors import check_image_size, make_segmentor
+from mkdseg.methods.single_optimizer import SingleOptimizerMethod
+from mkdseg.nets.shared_kernel_unet import SharedKernelUNet
 
 
-class SharedKernelKD(SegmentorMethod):
+class SharedKernelKD(SingleOptimizerMethod):
     """``loss_seg = sup(net(x_a, "a"), y_a) + sup(net(x_t, "t"), y_t) + lambda_proto * prototype KD``; the
     target normalisation segments at test time. Dou et al.'s weights: lambda 0.5, temperature 2.
 
     Args:
         lambda_proto: weight of :func:`~mkdseg.losses.prototype_distillation_loss` (0: shared kernels alone).
         proto_temperature: its softening temperature.
-        **kwargs: the segmentors' options (:class:`~mkdseg.methods.shared.SegmentorOptions`).
+        **kwargs: the segmentors' options (:class:`~mkdseg.methods.base.SegmentationMethod`).
 
     Example:
         >>> m = SharedKernelKD(image_size=32, seg_channels=(4, 8), seg_strides=(2,))

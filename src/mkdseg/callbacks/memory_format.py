@@ -17,7 +17,7 @@ import torch
 class ChannelsLast(L.Callback):
     """Converts the module's 4D parameters to channels-last once, when the trainer sets it up.
 
-    Usage: ``mkdseg fit ... --trainer.callbacks+=mkdseg.memory_format.ChannelsLast``.
+    Usage: ``mkdseg fit ... --trainer.callbacks+=mkdseg.callbacks.memory_format.ChannelsLast``.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from mkdseg.methods.manual import ManualMethod, check_image_size
+from mkdseg.methods.manual import ManualMethod
 from mkdseg.methods.mkd import MutualDistillation
-from mkdseg.methods.shared import segmentor_optimizer, segmentor_schedulers
+from mkdseg.methods.segmentors import check_image_size, segmentor_schedulers
 
 
 class MKDNoAlignment(MutualDistillation, ManualMethod):
@@ -38,5 +38,5 @@ class MKDNoAlignment(MutualDistillation, ManualMethod):
         self.log_losses(seg, batch)
 
     def configure_optimizers(self):
-        optimizers = [segmentor_optimizer(self.hparams, self.s_syn.parameters()), segmentor_optimizer(self.hparams, self.s_real.parameters())]
+        optimizers = self.make_segmentor_optimizers()
         return optimizers, segmentor_schedulers(self.hparams, optimizers)
