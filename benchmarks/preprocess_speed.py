@@ -20,7 +20,8 @@ from pathlib import Path
 
 from benchmarks.synthetic_ct import write_synthetic_chest_ct
 
-from mkdseg.data.mmwhs import preprocess  # noqa: E402
+from mkdseg.data.convert import convert_main  # noqa: E402
+from mkdseg.data.preprocess import preprocess_nnunet  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.volumes):
             write_synthetic_chest_ct(src / f"ct_train_{1001 + i}_image.nii.gz", src / f"ct_train_{1001 + i}_label.nii.gz",
                                      tuple(args.shape), tuple(args.spacing), seed=i)
+        assert convert_main(["mmwhs", "--src", str(src), "--out", str(Path(tmp) / "ct")]) == 0
         start = time.perf_counter()
-        cache = preprocess(src, Path(tmp) / "cache", assistant=None, image_size=args.image_size, progress=False)
+        cache = preprocess_nnunet(Path(tmp) / "ct", None, Path(tmp) / "cache", slice_axis=2, image_size=args.image_size, progress=False)
         seconds = time.perf_counter() - start
         slices = sum(r.n_slices for r in cache.volumes())
 

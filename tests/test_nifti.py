@@ -18,6 +18,7 @@ from mkdseg.data.nifti import (
     MissingInputError,
     OutputExistsError,
     from_canonical,
+    load_exact,
     load_image,
     load_label,
     save_like,
@@ -110,6 +111,21 @@ def test_load_image_applies_header_scaling(tmp_path: Path) -> None:
     write(path, np.arange(24, dtype=np.int16).reshape(2, 3, 4), scl_slope=2.0, scl_inter=-1024.0)
     image, _ = load_image(path)
     assert image[0, 0, 1] == 2.0 * 1 - 1024.0
+
+
+@pytest.mark.parametrize("stored, slope, inter, dtype", [
+    (np.uint16, 1.0, -1024.0, np.int16),  # CT as often shipped: whole Hounsfield units
+    (np.int16, 2.0, -1024.0, np.int16),
+    (np.uint16, 1.0, -1e6, np.int32),  # whole, beyond int16
+    (np.int16, 0.5, 0.0, np.float32),  # not whole: the true values, as floats
+    (np.int16, 1.0, 0.0, np.int16),  # unscaled: as stored
+])
+def test_load_exact_keeps_scaled_integers_integer(tmp_path: Path, stored, slope, inter, dtype) -> None:
+    raw = np.arange(24).reshape(2, 3, 4).astype(stored) * 3
+    values, image = load_exact(write(tmp_path / "x.nii.gz", raw, scl_slope=slope, scl_inter=inter))
+    assert values.dtype == dtype and np.array_equal(values, raw * slope + inter)
+    nib.save(nib.Nifti1Image(values, image.affine), tmp_path / "copy.nii.gz")  # a copy holds the same values
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "copy.nii.gz").dataobj), raw * slope + inter)
 
 
 def test_image_with_trailing_singleton_axis_is_a_volume(tmp_path: Path) -> None:

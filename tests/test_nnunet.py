@@ -12,6 +12,7 @@ from mkdseg.data.nifti import InputError, MissingInputError
 from mkdseg.data.nnunet import (
     RawCase,
     RawDataset,
+    check_dataset_integrity,
     match_structures,
     normalise_name,
     parse_structure_list,
@@ -255,6 +256,62 @@ def test_no_cases_hints_at_images_without_channel_suffix(tmp_path):
     _raises(root, root / "imagesTr", "no cases", "a.nii.gz", "_0000")
 
 
+def test_original_codes_are_read_and_checked(tmp_path):
+    root = make_dataset(tmp_path / "ds", original_codes={"liver": 205, "Spleen": 420})
+    ds = read_raw_dataset(root)
+    assert ds.original_codes == {"liver": 205, "Spleen": 420}
+    assert ds.original_code_of("spleen") == 420 and ds.original_code_of("right kidney") is None
+    make_dataset(tmp_path / "bad", original_codes={"heart": 205})
+    _raises(tmp_path / "bad", tmp_path / "bad" / "dataset.json", "'original_codes' names 'heart'")
+    make_dataset(tmp_path / "twice", original_codes={"liver": 205, "spleen": 205})
+    _raises(tmp_path / "twice", tmp_path / "twice" / "dataset.json", "the same code")
+
+
+# --- nnU-Net v2's integrity rules ----------------------------------------------------------------------
+
+def test_integrity_of_a_valid_dataset_with_two_channels(tmp_path):
+    root = make_dataset(tmp_path / "ds", cases=("a", "b", "c"), channel_names={"0": "T1 in", "1": "T1 out"})
+    for case in ("a", "b", "c"):
+        _nifti(root / "imagesTr" / f"{case}_0001.nii.gz")
+    assert check_dataset_integrity(root) == 3
+
+
+def _label(path: Path, value: int = 0, shape=(8, 8, 4), affine=np.eye(4)) -> Path:
+    nib.save(nib.Nifti1Image(np.full(shape, value, np.uint8), affine), path)
+    return path
+
+
+@pytest.mark.parametrize("problem", ["labels", "numTraining", "no numTraining", "missing channel", "extra channel",
+                                     "no label", "no image", "ending", "image name", "shape", "affine", "value", "nan"])
+def test_integrity_names_the_file_or_key_of_each_broken_rule(tmp_path, problem):
+    root = make_dataset(tmp_path / "ds", cases=("a", "b"), drop="numTraining" if problem == "no numTraining" else "",
+                        **({"numTraining": 3} if problem == "numTraining" else {}),
+                        labels={"background": 0, "liver": 1, "spleen": 3} if problem == "labels" else None,
+                        channel_names={"0": "T1", "1": "T2"} if problem == "missing channel" else None)
+    images, labels, meta = root / "imagesTr", root / "labelsTr", root / "dataset.json"
+    if problem == "nan":
+        nib.save(nib.Nifti1Image(np.full((8, 8, 4), np.nan, np.float32), np.eye(4)), images / "b_0000.nii.gz")
+    breaks = {  # each makes its problem (only when called) and says which file or key the message must name
+        "labels": lambda: (meta, "label codes [0, 1, 3] are not consecutive"),
+        "numTraining": lambda: (meta, "numTraining is 3, the dataset has 2 cases"),
+        "no numTraining": lambda: (meta, "missing required key numTraining"),
+        "missing channel": lambda: (images / "a_0001.nii.gz", "missing"),
+        "extra channel": lambda: (_nifti(images / "b_0001.nii.gz"), "channel 0001"),
+        "no label": lambda: (_nifti(images / "c_0000.nii.gz") and labels / "c.nii.gz", "missing, the label of"),
+        "no image": lambda: (_label(labels / "d.nii.gz"), "no image d_0000.nii.gz"),
+        "ending": lambda: (_nifti(labels / "c.nii"), "does not end with the file_ending '.nii.gz'"),
+        "image name": lambda: (_nifti(images / "c.nii.gz"), "not named <case>_<4-digit channel>.nii.gz"),
+        "shape": lambda: (_label(labels / "b.nii.gz", shape=(8, 8, 3)), "label shape (8, 8, 3) differs"),
+        "affine": lambda: (_label(labels / "b.nii.gz", affine=np.diag([2.0, 1, 1, 1])), "label affine differs"),
+        "value": lambda: (_label(labels / "b.nii.gz", value=7), "label values [7] are not declared"),
+        "nan": lambda: (images / "b_0000.nii.gz", "NaN"),
+    }
+    named, fragment = breaks[problem]()
+    with pytest.raises(InputError) as info:
+        check_dataset_integrity(root)
+    assert str(named) in str(info.value) and fragment in str(info.value)
+
+
 # --- matching structures across datasets ---------------------------------------------------------------
 
 @pytest.fixture
@@ -347,6 +404,11 @@ def test_real_datasets_read(abdomen):
         assert all(c.image.name == f"{c.case_id}_0000.nii.gz" for c in ds.cases)
         ids = [c.case_id for c in ds.cases]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+@real
+def test_real_datasets_pass_nnunets_integrity_rules():
+    assert check_dataset_integrity(ABDOMEN / "mr_chaos", read_images=False) == 20
 
 
 @real

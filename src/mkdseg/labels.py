@@ -1,19 +1,21 @@
 """Label sets: which structures a run segments, their class order and their codes in each dataset.
 
 Nothing here knows an anatomy. A run's structures come from its data: the cache manifest written by
-``mkdseg preprocess`` (matched by name across two nnU-Net datasets, or the MM-WHS preset), or the
-phantom. Class 0 is background; class ``i`` is the ``i``-th structure, in the order the cache lists.
+``mkdseg preprocess`` (matched by name across two nnU-Net datasets), or the phantom. Class 0 is background; class ``i`` is the ``i``-th structure, in the order the cache lists.
 
 Two views of one label set:
 
 - :class:`Structure` (data side): a name and its code in every dataset of the cache, e.g.
-  ``Structure("liver", {"ct": 6, "mri": 1})``; :func:`code_lut` maps one dataset's codes to classes.
+  ``Structure("liver", {"ct": 6, "mri": 1})``, and where a dataset recorded them, the codes its source used
+  before conversion (``original``: MM-WHS's 205 ... 850 behind labels 1..7); :func:`code_lut` maps one
+  dataset's codes to classes.
 - :class:`DataSpec` (model side): what a checkpoint must know to segment a new scan: the structure
-  names, the *target* dataset's codes (what ``mkdseg segment`` writes), the target modality, and how
-  scans were sliced and cropped. It travels as a plain dict in the model's hyper-parameters.
+  names, the *target* dataset's codes (what ``mkdseg segment`` writes) and its original codes where it
+  recorded them (``--codes original``), the target modality, and how scans were sliced and cropped. It
+  travels as a plain dict in the model's hyper-parameters.
 
-The one preset is MM-WHS 2017's seven cardiac structures (``MMWHS``), which the MM-WHS reader and the
-cardiac phantom use.
+The one preset is MM-WHS 2017's seven cardiac structures (``MMWHS``, with the release's codes), which
+``mkdseg convert mmwhs`` and the cardiac phantom use.
 
 >>> spec = DataSpec(structures=("liver", "spleen"), codes=(6, 1))
 >>> spec.num_classes, spec.classes_to_codes(np.array([0, 1, 2])).tolist()
@@ -25,7 +27,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -44,13 +46,26 @@ class Structure:
 
     name: str
     codes: dict[str, int] = field(default_factory=dict)
+    #: per modality, the code the dataset's source used before conversion, where the dataset recorded it
+    original: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "codes": dict(self.codes)}
+        d = {"name": self.name, "codes": dict(self.codes)}
+        if self.original:  # only then: manifests and parameters of datasets without them stay as they were
+            d["original"] = dict(self.original)
+        return d
 
     @classmethod
     def from_dict(cls, value: Mapping) -> Structure:
-        return cls(str(value["name"]), {str(m): int(c) for m, c in value["codes"].items()})
+        return cls(str(value["name"]), {str(m): int(c) for m, c in value["codes"].items()},
+                   {str(m): int(c) for m, c in value.get("original", {}).items()})
+
+
+def original_codes(structures: Sequence[Structure], modality: str) -> tuple[int, ...] | None:
+    """The codes ``modality``'s dataset's source used for ``structures``, in class order; None unless it recorded
+    one for every structure (``DataSpec(..., original_codes=original_codes(structures, target))``)."""
+    codes = [s.original.get(modality) for s in structures]
+    return tuple(codes) if codes and all(c is not None for c in codes) else None  # type: ignore[arg-type]
 
 
 # MM-WHS 2017: (name, code) in the documented class order 1..7; the same codes in CT and MR.
@@ -107,7 +122,9 @@ class DataSpec:
     ``structures`` and ``codes`` are in class order (class ``i + 1`` is ``structures[i]``, written as
     ``codes[i]``); ``slice_axis`` is the canonical RAS axis the training slices are perpendicular to;
     ``margin_mm`` the context around the structures' box that the training crops kept; ``field_of_view``
-    what the training slices showed of a scan (:data:`FIELDS_OF_VIEW`), which tells inference how to cut a new one.
+    what the training slices showed of a scan (:data:`FIELDS_OF_VIEW`), which tells inference how to cut a new one;
+    ``original_codes`` the codes the target dataset's source used before conversion, in class order, where the
+    dataset recorded them (``mkdseg convert mmwhs``; ``mkdseg segment --codes original`` writes them), else None.
     """
 
     structures: tuple[str, ...]
@@ -116,6 +133,7 @@ class DataSpec:
     slice_axis: int = 2
     margin_mm: float = DEFAULT_MARGIN_MM
     field_of_view: str = "structures"  # what every checkpoint written before the option was trained on
+    original_codes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.structures:
@@ -128,6 +146,11 @@ class DataSpec:
             raise ValueError(f"model.data_spec: slice_axis must be 0, 1 or 2, got {self.slice_axis}")
         if self.field_of_view not in FIELDS_OF_VIEW:
             raise ValueError(f"model.data_spec: field_of_view must be one of {FIELDS_OF_VIEW}, got {self.field_of_view!r}")
+        if self.original_codes is not None and (len(self.original_codes) != len(self.structures)
+                                                or len(set(self.original_codes)) != len(self.original_codes)
+                                                or 0 in self.original_codes):
+            raise ValueError(f"model.data_spec: original_codes must be one distinct non-zero code per structure, "
+                             f"got {list(self.original_codes)}")
 
     @property
     def num_classes(self) -> int:
@@ -149,9 +172,20 @@ class DataSpec:
             out[label == code] = cls
         return out
 
+    def with_original_codes(self) -> DataSpec:
+        """This spec writing the original codes as its codes (``--codes original``); ValueError if none recorded."""
+        if self.original_codes is None:
+            raise ValueError("--codes original: the model's target dataset recorded no original codes (only datasets "
+                             "written by `mkdseg convert mmwhs` do); --codes dataset writes its labels' values")
+        return replace(self, codes=self.original_codes)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["structures"], d["codes"] = list(self.structures), list(self.codes)
+        if self.original_codes is None:  # only then: checkpoints of datasets without them stay as they were
+            del d["original_codes"]
+        else:
+            d["original_codes"] = list(self.original_codes)
         return d
 
     @classmethod
@@ -165,6 +199,8 @@ class DataSpec:
                 modality=str(value.get("modality", "ct")), slice_axis=int(value.get("slice_axis", 2)),
                 margin_mm=float(value.get("margin_mm", DEFAULT_MARGIN_MM)),
                 field_of_view=str(value.get("field_of_view", "structures")),
+                original_codes=None if value.get("original_codes") is None
+                else tuple(int(c) for c in value["original_codes"]),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"model.data_spec: needs 'structures' and 'codes' lists, got {value!r}") from e

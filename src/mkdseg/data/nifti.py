@@ -190,6 +190,40 @@ def _read_voxels(image: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
     return data
 
 
+def load_exact(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray, nib.Nifti1Image]:
+    """A 3D NIfTI file's voxel values exactly, for copying it: ``(values [X, Y, Z...], the file's image)``.
+
+    Stored integers stay integers: scaled by the header (``scl_slope``/``scl_inter``, e.g. CT stored as uint16
+    with an intercept of -1024), they come back as the smallest of int16/int32 that holds them when every scaled
+    value is a whole number, as float32 otherwise; floats come back as float32 (NaN or infinite values are an
+    error). Saved as they are (nibabel writes an integer array with slope 1 and intercept 0), Hounsfield units
+    stay whole numbers.
+    """
+    path = Path(path)
+    image = _open(path, what)
+    _check_3d(image, path, what)
+    try:
+        stored = image.get_data_dtype()
+        if not np.issubdtype(stored, np.integer):
+            values = _read_voxels(image, path, what)
+        else:
+            raw = np.asarray(image.dataobj.get_unscaled())
+            slope, inter = image.dataobj.slope, image.dataobj.inter
+            values = raw if slope == 1 and inter == 0 else _whole_or_float(raw * np.float64(slope) + np.float64(inter))
+    except _READ_ERRORS as e:
+        raise InputError(f"{path}: cannot read the {what} voxels, file truncated or corrupt? ({type(e).__name__}: {e})") from e
+    return values, image
+
+
+def _whole_or_float(values: np.ndarray) -> np.ndarray:
+    if values.size and np.array_equal(values, np.rint(values)):
+        low, high = values.min(), values.max()
+        for dtype in (np.int16, np.int32):
+            if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+                return values.astype(dtype)
+    return values.astype(np.float32)
+
+
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
     """Read a 3D intensity image: ``(float32 [X, Y, Z] in the file's axes, Geometry)``."""
     path = Path(path)

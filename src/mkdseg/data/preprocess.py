@@ -1,11 +1,10 @@
-"""The ``mkdseg preprocess`` verb: two nnU-Net v2 raw datasets, or an MM-WHS folder, -> one slice cache.
+"""The ``mkdseg preprocess`` verb: two nnU-Net v2 raw datasets -> one slice cache.
 
-- ``--target DIR --assistant DIR``: one nnU-Net dataset per modality (:mod:`mkdseg.data.nnunet`); the
-  structures are those both ``dataset.json`` files name (or exactly ``--structures``), in the target's
-  code order; slices are cut perpendicular to the coarsest axis of the target's median spacing
-  (``--slice-axis`` overrides) in both, so both modalities show the same plane.
-- ``--src DIR``: the MM-WHS preset (:mod:`mkdseg.data.mmwhs`); ``--target``/``--assistant`` are then the
-  file-name prefixes (``ct``, ``mr``).
+``--target DIR --assistant DIR``: one nnU-Net dataset per modality (:mod:`mkdseg.data.nnunet`; a public download
+becomes one with ``mkdseg convert``). The structures are those both ``dataset.json`` files name (or exactly
+``--structures``), in the target's code order, with each dataset's codes (and the original codes a dataset
+recorded, e.g. MM-WHS's); slices are cut perpendicular to the coarsest axis of the target's median spacing
+(``--slice-axis`` overrides) in both, so both modalities show the same plane.
 """
 
 from __future__ import annotations
@@ -52,7 +51,9 @@ def preprocess_nnunet(target: str | Path, assistant: str | Path | None, out: str
                 "records which is the target and which the assistant, so training needs no names)"
             )
     names = match_structures(datasets[0], datasets[-1], structures)  # alone (no assistant): the target's own labels
-    run_structures = [Structure(name, {d.modality: d.code_of(name) for d in datasets}) for name in names]
+    run_structures = [Structure(name, {d.modality: d.code_of(name) for d in datasets},
+                                {d.modality: d.original_code_of(name) for d in datasets if d.original_code_of(name)})
+                      for name in names]
     cases = {d.modality: list(d.cases[:max_cases] if max_cases else d.cases) for d in datasets}
     orientations = {d.modality: o for d, o in zip(datasets, orientation_of)}
     if slice_axis is None:
@@ -75,19 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mkdseg preprocess",
         description="Turn labelled NIfTI scans into mkdseg's slice cache (canonical RAS, every slice cut to the "
-                    "body, intensities in [-1, 1]). Two nnU-Net v2 raw datasets "
-                    "(--target DIR --assistant DIR), or an MM-WHS folder (--src DIR).",
+                    "body, intensities in [-1, 1]): two nnU-Net v2 raw datasets (--target DIR --assistant DIR). "
+                    "`mkdseg convert` makes them from the public downloads (BTCV, CHAOS, MM-WHS).",
     )
     parser.add_argument("--out", required=True, type=Path, help="cache folder to create or complete")
-    parser.add_argument("--target", help="nnU-Net raw dataset folder of the target modality (with --src: the "
-                                         "MM-WHS target prefix, default ct)")
-    parser.add_argument("--assistant", help="nnU-Net raw dataset folder of the assistant modality, or 'none' "
-                                            "(with --src: the MM-WHS assistant prefix, default mr)")
-    parser.add_argument("--src", type=Path, help="MM-WHS folder of {ct,mr}_train_<id>_{image,label}.nii.gz (the preset)")
+    parser.add_argument("--target", help="nnU-Net raw dataset folder of the target modality")
+    parser.add_argument("--assistant", help="nnU-Net raw dataset folder of the assistant modality, or 'none'")
+    parser.add_argument("--src", type=Path, help=argparse.SUPPRESS)  # gone: says what replaces it
     parser.add_argument("--structures", help='comma-separated structure names to segment, in class order, e.g. '
                                              '"liver,right kidney"; default: every label both datasets name')
     parser.add_argument("--slice-axis", default="auto",
-                        help=f"auto (the coarsest-spacing axis), {', '.join(SLICE_AXIS_NAMES)} (default: auto; MM-WHS: transverse)")
+                        help=f"auto (the coarsest-spacing axis), {', '.join(SLICE_AXIS_NAMES)} (default: auto)")
     parser.add_argument("--target-modality", help="modality name of the target dataset (default: its channel_names)")
     parser.add_argument("--assistant-modality", help="modality name of the assistant dataset (default: its channel_names)")
     for role in ("target", "assistant"):
@@ -134,14 +133,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SliceCach
     common = dict(image_size=args.image_size, margin_mm=args.margin_mm, unknown_labels=args.unknown_labels,
                   field_of_view=args.field_of_view, overwrite=args.overwrite, progress=not args.no_progress)
     if args.src is not None:
-        from mkdseg.data.mmwhs import preprocess
-
-        if args.structures or args.slice_axis != "auto" or args.max_cases or args.target_orientation or args.assistant_orientation:
-            parser.error("--structures, --slice-axis, --max-cases and the orientations are for nnU-Net datasets; "
-                         "MM-WHS has its preset")
-        return preprocess(args.src, args.out, target=args.target or "ct", assistant=none(args.assistant or "mr"), **common)
+        parser.error(f"--src {args.src}: preprocess reads nnU-Net datasets; convert MM-WHS first: mkdseg convert mmwhs "
+                     "--src DIR --modality ct --out CT_DIR (and --modality mr), then --target CT_DIR --assistant MR_DIR")
     if not args.target:
-        parser.error("give --target DIR (and --assistant DIR): two nnU-Net raw datasets; or --src DIR for MM-WHS")
+        parser.error("give --target DIR (and --assistant DIR): nnU-Net raw datasets (`mkdseg convert` makes them)")
     structures = parse_structure_list(args.structures) if args.structures else None
     return preprocess_nnunet(args.target, none(args.assistant), args.out, structures=structures,
                              slice_axis=parse_slice_axis(args.slice_axis), target_modality=args.target_modality,

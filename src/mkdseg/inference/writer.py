@@ -3,7 +3,8 @@ of ``mkdseg predict``'s writer (:class:`mkdseg.callbacks.VolumePredictionWriter`
 
 The volume is reoriented to canonical RAS for prediction and the label map reoriented back, so the
 output has the input's shape, affine, qform/sform and orientation whatever they are. Labels are written
-as the target dataset's own codes (``codes="dataset"``, the default) or as class indices (``"index"``).
+as the target dataset's own codes (``codes="dataset"``, the default), as the codes its source used before
+conversion where the dataset recorded them (``"original"``: MM-WHS's 205 ... 850), or as class indices (``"index"``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from mkdseg.data.canvas import ScanCanvas
 from mkdseg.inference.regions import segment_canonical
 from mkdseg.labels import DataSpec
 
-CODE_CHOICES = ("dataset", "index", "mmwhs")  # mmwhs: the name of `dataset` before label sets (MM-WHS codes)
+CODE_CHOICES = ("dataset", "index", "original")
 
 
 def output_values(classes: np.ndarray, spec: DataSpec, codes: str = "dataset") -> np.ndarray:
-    """Class indices as written: the target dataset's codes (``dataset``) or the indices (``index``)."""
+    """Class indices as written: the target dataset's codes (``dataset``), its source's (``original``; ValueError
+    if the dataset recorded none) or the indices (``index``)."""
+    if codes == "original":
+        spec = spec.with_original_codes()
     return classes.astype(np.uint8) if codes == "index" else spec.classes_to_codes(classes)
 
 
@@ -52,6 +56,11 @@ def segment_file(image_path: str | Path, output_path: str | Path, predict: Slice
     beside the label map (:mod:`mkdseg.inference.probabilities`)."""
     if codes not in CODE_CHOICES:
         raise ValueError(f"codes must be one of {CODE_CHOICES}, got {codes!r}")
+    if codes == "original":  # the original codes are this spec's codes: in the label map and the probabilities
+        try:
+            spec, codes = spec.with_original_codes(), "dataset"
+        except ValueError as e:
+            raise InputError(str(e)) from e
     output_path = Path(output_path)
     if not is_nifti_path(output_path):
         raise InputError(f"{output_path}: output must end in .nii or .nii.gz")
