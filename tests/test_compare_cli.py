@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
-from mkdseg.compare.cli import PRESETS, compare_main, preset_names, resolve_method, stage_overrides
+from mkdseg.compare.cli import compare_main
+from mkdseg.compare.configs import resolve_method, stage_overrides
 from mkdseg.compare.recommend import recommend
 from mkdseg.compare.studies import study_names
 from mkdseg.data.phantom import generate_phantom
+from mkdseg.presets import PRESETS, method_names
 
-from conftest import cli_options
+from conftest import cli_options, write_tiny_cache
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +99,7 @@ def test_recommendation_looks_at_validation_never_at_test():
 def test_the_recommendation_says_whether_every_folds_validation_prefers_it():
     """Seeds share their fold's validation subjects: a mean over draws can be carried by one fold. The choice
     carries the runner-up and the per-fold margin, and says "tied" when the folds disagree."""
-    from mkdseg.compare.cli import separation_note
+    from mkdseg.compare.report import separation_note
 
     def run(fold, seed, val):
         return {"fold": fold, "seed": seed, "primary_predictor": "seg", "dice": {"seg": {"mean": 0.5}},
@@ -155,7 +157,7 @@ def test_every_method_preset_names_a_method_class_that_imports():
         assert overrides[-1] in ("--trainer.max_steps=10", "--trainer.max_steps=20"), (path.stem, overrides)
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", method_names())
 def test_every_method_preset_builds_with_the_cpu_size(name, phantom_cache, tmp_path):
     """The preset after the cpu size config, as `compare` runs it: jsonargparse keeps the size options the
     method's class takes and drops the others (a segmentor-only method has no generator)."""
@@ -204,19 +206,23 @@ def test_a_runs_folder_is_fixed_when_the_study_plans_it(tmp_path):
 
 def test_the_datasets_options_of_preprocess_reach_it(tmp_path, monkeypatch):
     """Two sequences of one modality (both datasets say MRI): compare takes the names preprocess takes."""
-    import mkdseg.data.preprocess as prepare
-    from mkdseg.compare.cli import build_parser, prepare_cache
+    import mkdseg.compare.cache
+    from mkdseg.compare.cache import prepare_cache
+    from mkdseg.compare.cli import build_parser
 
     seen = []
-    monkeypatch.setattr(prepare, "preprocess_main", lambda argv: seen.append(argv) or 0)
+
+    def preprocess_nnunet(target, assistant, out, **options):
+        seen.append((target, assistant, out, options))
+        return write_tiny_cache(out)
+
+    monkeypatch.setattr(mkdseg.compare.cache, "preprocess_nnunet", preprocess_nnunet)
     args = build_parser().parse_args(["--target", "t2", "--assistant", "t1", "--target-modality", "t2",
                                       "--assistant-modality", "t1", "--target-orientation", "LAS", "--out", str(tmp_path)])
-    prepare_cache(args, {"data": {"image_size": 64}})
-    argv = seen[0]
-    for option, value in (("--target-modality", "t2"), ("--assistant-modality", "t1"), ("--target-orientation", "LAS"),
-                          ("--image-size", "64")):
-        assert argv[argv.index(option) + 1] == value
-    assert "--assistant-orientation" not in argv
+    assert prepare_cache(args, 64) == tmp_path.resolve() / "cache"
+    assert seen == [(Path("t2"), Path("t1"), tmp_path.resolve() / "cache",
+                     {"target_modality": "t2", "assistant_modality": "t1", "target_orientation": "LAS",
+                      "image_size": 64, "progress": False})]  # no assistant_orientation: preprocess's default
 
 
 def test_a_study_tables_its_rows_sharing_runs_between_predictors(phantom_cache, tiny_size, tmp_path):

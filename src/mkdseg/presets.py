@@ -31,6 +31,27 @@ def preset_path(name: str) -> Path | None:
     return None
 
 
+def resolve_config(value: str, kind: str, option: str) -> Path:
+    """``value`` as a config file: a shipped preset of ``kind`` (``"size"`` or ``"method"``) by its name, or a yaml file
+    of the user's (by its absolute path). Errors name ``option``, the command-line option that gave ``value``."""
+    folder, names, noun = {"size": (SIZES, size_names, "preset"), "method": (METHODS, method_names, "method")}[kind]
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{option}: no such {kind} config {path}")
+        return path.resolve()
+    preset = folder / f"{value}.yaml"
+    if not preset.is_file():
+        raise ValueError(f"{option}: unknown {noun} {value!r}; presets: {', '.join(names())}, or a .yaml file")
+    return preset
+
+
+def config_argument(path: Path) -> str:
+    """What ``--config`` takes for ``path``: a shipped preset by its name (``mkdseg fit --config cpu``), any other
+    config by its path."""
+    return path.stem if preset_path(path.stem) == path else str(path)
+
+
 def with_preset_paths(args: list[str]) -> list[str]:
     """``args`` with each ``--config NAME`` (or ``--config=NAME``) that names no file but a preset given its path."""
     out = list(args)

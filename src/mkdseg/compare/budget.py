@@ -18,6 +18,10 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
+
+from mkdseg.io import atomic_write_text
+from mkdseg.training import build_cli
 
 #: iteration budgets are multiples of this, so that validating four times (every budget / 4) lands on the last one
 BUDGET_QUANTUM = 20
@@ -59,8 +63,6 @@ def measure_cost(cli_args: list[str], iterations: int = 24, skip: int = 4) -> fl
     """Median CPU seconds per training iteration of the run ``cli_args`` (its ``--config``s and overrides), from a
     fit of ``skip + iterations`` iterations without validation, in a scratch folder, at this process's thread
     count. The first ``skip`` iterations (allocation, first-touch) are dropped."""
-    from mkdseg.training import build_cli
-
     timer = IterationCPUTimer()
     with tempfile.TemporaryDirectory(prefix="mkdseg-cost-") as scratch:
         args = [*cli_args, f"--trainer.max_steps={skip + iterations}", f"--trainer.val_check_interval={10 ** 9}",
@@ -87,12 +89,13 @@ class CostTable:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: not a table of iteration costs ({e}); delete it to measure again") from e
 
+    def has(self, key: str) -> bool:
+        return key in self.costs
+
     def cost(self, key: str, cli_args: list[str], threads: int | None) -> float:
         """CPU seconds per iteration of the configuration ``key``: the table's, or measured now (with ``threads``
         torch threads, the runs' own count) and saved."""
         if key not in self.costs:
-            import torch
-
             before = torch.get_num_threads()
             torch.set_num_threads(threads or before)
             try:
@@ -101,7 +104,5 @@ class CostTable:
             finally:
                 torch.set_num_threads(before)
             self.costs[key] = {"cpu_s_per_iteration": round(seconds, 4), "threads": threads or before}
-            from mkdseg.io import atomic_write_text
-
             atomic_write_text(self.path, json.dumps(self.costs, indent=1, sort_keys=True) + "\n")
         return float(self.costs[key]["cpu_s_per_iteration"])

@@ -23,6 +23,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import torch
+
+from mkdseg.callbacks import MetricHistory
+from mkdseg.io import atomic_write_text
+from mkdseg.training import fit_and_test
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """A run: ``name`` (the method's), its configs and overrides, the draw (fold, seed) and where runs live:
@@ -93,18 +100,12 @@ class RunIndex:
         self.save()
 
     def save(self) -> None:
-        from mkdseg.io import atomic_write_text
-
         lines = (json.dumps(r, allow_nan=True, separators=(",", ":")) for _, r in sorted(self.results.items()))
         atomic_write_text(self.path, "".join(line + "\n" for line in lines))
 
 
 def run_one(spec: RunSpec) -> dict:
     """Fit and test one run in this process; write and return its ``result.json``."""
-    from mkdseg.callbacks import MetricHistory
-    from mkdseg.io import atomic_write_text
-    from mkdseg.training import fit_and_test
-
     if spec.dir.exists():  # an unfinished earlier attempt
         shutil.rmtree(spec.dir)
     spec.dir.mkdir(parents=True)
@@ -173,14 +174,10 @@ def dice_means(dice: dict) -> dict:
 
 
 def torch_threads() -> int:
-    import torch
-
     return torch.get_num_threads()
 
 
 def machine_description() -> str:
-    import torch
-
     return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPU(s), load average "
             f"{os.getloadavg()[0]:.1f} at the end, Python {platform.python_version()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} thread(s)), {'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
@@ -194,13 +191,11 @@ def _run_safely(spec) -> dict:
         return {"error": traceback.format_exc()}
 
 
-def _run_with_threads(spec, threads: int | None) -> dict:
+def run_with_threads(spec: RunSpec, threads: int | None) -> dict:
     """``_run_safely`` with ``threads`` torch threads (in this process or a pool's), then the process's count again.
     The count is part of a run's arithmetic (the order of a sum's terms), so a run repeats only at the same count."""
     if not threads:
         return _run_safely(spec)
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -221,7 +216,7 @@ def train(pending: list[tuple[str, object]], jobs: int, threads: int | None) -> 
     if jobs == 1:
         for tag, spec in pending:
             print(f"{tag}: training {spec.max_steps} iterations ...", flush=True)
-            yield tag, spec, _recorded(spec, _run_with_threads(spec, threads))
+            yield tag, spec, recorded(spec, run_with_threads(spec, threads))
         return
     # spawn, not fork: a forked child inherits torch's thread pools and any lock held at fork time
     context = multiprocessing.get_context("spawn")
@@ -229,18 +224,20 @@ def train(pending: list[tuple[str, object]], jobs: int, threads: int | None) -> 
         futures = {}
         for tag, spec in pending:
             print(f"{tag}: queued, {spec.max_steps} iterations", flush=True)
-            futures[pool.submit(_run_with_threads, spec, threads)] = (tag, spec)
+            futures[pool.submit(run_with_threads, spec, threads)] = (tag, spec)
         for future in as_completed(futures):
             tag, spec = futures[future]
             try:
                 result = future.result()
             except Exception:  # noqa: BLE001 - e.g. a worker killed by the OOM killer
                 result = {"error": traceback.format_exc()}
-            yield tag, spec, _recorded(spec, result)
+            yield tag, spec, recorded(spec, result)
 
 
-def _recorded(spec, result: dict) -> dict:
+def recorded(spec: RunSpec, result: dict) -> dict:
+    """``result``; a failure's traceback also written to the run's ``error.txt``, which ``"see"`` names."""
     if "error" in result:
         spec.dir.mkdir(parents=True, exist_ok=True)
         (spec.dir / "error.txt").write_text(result["error"])
+        return {**result, "see": str(spec.dir / "error.txt")}
     return result
