@@ -140,6 +140,8 @@ def test_an_existing_dataset_is_kept_without_overwrite(tmp_path, capsys):
     assert (tmp_path / "ct" / "mine.txt").read_text() == "keep"
     assert convert("btcv", "--src", src, "--out", tmp_path / "ct", "--overwrite") == 0
     assert not (tmp_path / "ct" / "mine.txt").exists() and (tmp_path / "ct" / "dataset.json").exists()
+    assert convert("btcv", "--src", src, "--out", tmp_path, "--overwrite") == 1  # would delete the download
+    assert f"--out {tmp_path}: is or holds --src {src}" in one_error_line(capsys) and (src / "img").is_dir()
 
 
 def test_a_failure_in_the_middle_leaves_nothing_half_written(tmp_path, monkeypatch):
@@ -226,6 +228,11 @@ def test_mmwhs_without_modality_mr_names_the_option_and_unknown_codes_name_the_f
     line = one_error_line(capsys)
     assert f"{src / 'mr_train_1002_label.nii.gz'}: label values [999] are none of the dataset's codes (205 MYO" in line
     assert nothing_written(out)
+    (src / "mr_train_1002_label.nii.gz").unlink()
+    assert convert("mmwhs", "--src", src, "--modality", "mr", "--out", out) == 1
+    assert f"{src / 'mr_train_1002_image.nii.gz'}: no label file mr_train_1002_label.nii.gz" in one_error_line(capsys)
+    assert convert("mmwhs", "--src", src, "--modality", "mr", "--out", out, "--skip-incomplete") == 0
+    assert "skipped mmwhs_mr_1002: " in capsys.readouterr().err and check_dataset_integrity(out) == 1
 
 
 # -- CHAOS: DICOM series and PNG labels -------------------------------------------------------------------------

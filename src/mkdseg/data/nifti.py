@@ -208,19 +208,31 @@ def load_exact(path: str | os.PathLike, what: str = "image") -> tuple[np.ndarray
             values = _read_voxels(image, path, what)
         else:
             raw = np.asarray(image.dataobj.get_unscaled())
-            slope, inter = image.dataobj.slope, image.dataobj.inter
-            values = raw if slope == 1 and inter == 0 else _whole_or_float(raw * np.float64(slope) + np.float64(inter))
+            values = _scaled(raw, float(image.dataobj.slope), float(image.dataobj.inter))
     except _READ_ERRORS as e:
         raise InputError(f"{path}: cannot read the {what} voxels, file truncated or corrupt? ({type(e).__name__}: {e})") from e
     return values, image
 
 
-def _whole_or_float(values: np.ndarray) -> np.ndarray:
-    if values.size and np.array_equal(values, np.rint(values)):
-        low, high = values.min(), values.max()
-        for dtype in (np.int16, np.int32):
-            if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
-                return values.astype(dtype)
+def _scaled(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """Stored integers ``raw`` times ``slope`` plus ``inter``: the smallest of int16/int32 holding them when they are
+    whole numbers, else float32. Whole slope and intercept (CT's usual 1 and -1024) are applied in integers, so a
+    large CT needs no float64 copy."""
+    if slope == 1 and inter == 0:
+        return raw
+    if slope.is_integer() and inter.is_integer():
+        info = np.iinfo(raw.dtype)
+        bound = max(abs(info.min), abs(info.max)) * abs(slope) + abs(inter)
+        wide = np.int32 if bound < 2**31 else np.int64
+        values = raw.astype(wide) * wide(slope) + wide(inter)
+    else:
+        values = raw * np.float64(slope) + np.float64(inter)
+        if values.size and not np.array_equal(values, np.rint(values)):
+            return values.astype(np.float32)
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    for dtype in (np.int16, np.int32):
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+            return values.astype(dtype, copy=False)
     return values.astype(np.float32)
 
 

@@ -53,6 +53,9 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"--src {args.src}: not found")
         if not args.src.is_dir():
             raise InputError(f"--src {args.src}: not a folder")
+        src, out = args.src.resolve(), args.out.resolve()
+        if out == src or out in src.parents:  # --overwrite would delete the download
+            raise InputError(f"--out {args.out}: is or holds --src {args.src}; write the dataset elsewhere")
         if args.dataset == "btcv":
             info, cases, incomplete = btcv_dataset(args.src)
         elif args.dataset == "chaos":
@@ -61,8 +64,11 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
             info, cases, incomplete = mmwhs_dataset(args.src, args.modality, log_to_stderr)
         n = write_dataset(args.out, info, cases, incomplete, overwrite=args.overwrite,
                           skip_incomplete=args.skip_incomplete)
-    except (InputError, OSError) as e:
+    except InputError as e:
         print(f"mkdseg convert: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a disk full, a folder not writable: the file and why, not "[Errno 28] ..."
+        print(f"mkdseg convert: error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
         return 1
     skipped = f", {len(incomplete)} incomplete skipped" if incomplete else ""
     print(f"mkdseg convert: {args.dataset} -> {args.out} ({n} cases, channels {', '.join(info.channels)}, "
