@@ -306,6 +306,10 @@ def check_dataset_integrity(root: str | os.PathLike, read_images: bool = True) -
     one grid (shape and affine); label values are declared labels; with ``read_images``, no image holds NaN.
     (nnU-Net itself compares shapes and spacings and only warns on origin and direction: a stricter test.)
 
+    Args:
+        root: the dataset folder, holding ``dataset.json``, ``imagesTr`` and ``labelsTr``.
+        read_images: also read every image's voxels (the NaN rule); ``mkdseg convert`` checked them as it read them.
+
     Raises :class:`InputError` naming the file, or ``dataset.json`` and the key, of the first rule broken.
     """
     root = Path(root)

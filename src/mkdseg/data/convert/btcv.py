@@ -23,7 +23,11 @@ _TABLE = {code: code for code in range(len(BTCV_LABELS) + 1)}
 
 
 def btcv_dataset(src: Path) -> tuple[DatasetInfo, list[Case], list[Incomplete]]:
-    """The BTCV training download at ``src`` (the folder holding ``img/`` and ``label/``)."""
+    """The BTCV training download as cases.
+
+    Args:
+        src: ``RawData/Training``, the folder holding ``img/`` and ``label/``.
+    """
     folders = {"img": src / "img", "label": src / "label"}
     if not all(f.is_dir() for f in folders.values()):
         hint = f"it holds Training/: give --src {src / 'Training'}" if (src / "Training").is_dir() else \

@@ -30,7 +30,13 @@ _NAME = re.compile(r"^(?P<modality>[a-z0-9]+)_train_(?P<subject>[A-Za-z0-9-]+)_(
 
 
 def mmwhs_dataset(src: Path, modality: str, log: Callable[[str], None]) -> tuple[DatasetInfo, list[Case], list[Incomplete]]:
-    """The MM-WHS training files of ``modality`` (``ct`` or ``mr``) in ``src``; ``log`` takes the notes on stray codes."""
+    """The MM-WHS training files of one modality as cases.
+
+    Args:
+        src: the folder of ``{modality}_train_<id>_{image,label}.nii.gz`` files, or the one holding ``{modality}_train/``.
+        modality: ``ct`` or ``mr`` (:data:`MODALITIES`).
+        log: takes one line per label file with a stray code (:data:`STRAY_CODES`), naming the file.
+    """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     folder = src if _files(src) or not (src / f"{modality}_train").is_dir() else src / f"{modality}_train"

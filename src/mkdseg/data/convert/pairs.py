@@ -52,8 +52,14 @@ def nifti_case(name: str, image: Path, label: Path, to_classes: Callable[[np.nda
 
 
 def codes_to_classes(codes: np.ndarray, table: Mapping[int, int], source: Path, known: str) -> np.ndarray:
-    """A label volume's integer ``codes`` -> uint8 classes by ``table`` (code -> class); InputError naming
-    ``source`` and listing the codes not in ``table`` (``known`` says which codes are)."""
+    """A label volume's integer codes -> uint8 classes; InputError naming the file and the codes not in ``table``.
+
+    Args:
+        codes: the label volume, integer, slices along the last axis.
+        table: code -> class (background 0 -> 0 included).
+        source: the label file, for the error.
+        known: the dataset's codes as the error lists them, e.g. ``"205 MYO, 420 LA, ..."``.
+    """
     if not codes.size:
         return codes.astype(np.uint8)
     low, high = int(codes.min()), int(codes.max())
