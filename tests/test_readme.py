@@ -1,5 +1,5 @@
 """The README tells the truth: every command in it runs (here, in order, at a smoke size), its Python runs,
-every link stays inside the repository and lands on a file and heading that exist, and it stays short.
+and every link stays inside the repository and lands on a file and heading that exist.
 
 Commands run as written, with three changes only: outputs go to a temporary folder instead of the
 repository, smoke-size options are appended (later options win), and a ``*`` is expanded as the shell would.
@@ -89,8 +89,7 @@ def run(argv: list[str]) -> None:
         sys.argv = saved
 
 
-def test_readme_is_short_and_its_links_stay_in_the_repository():
-    assert len(README.read_text().splitlines()) <= 220
+def test_links_stay_in_the_repository_and_land_on_what_exists():
     for doc in [README, *sorted((REPO / "docs").glob("*.md"))]:
         for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
             assert not re.match(r"[a-z]+:", target), f"{doc.name}: {target} leaves the repository"

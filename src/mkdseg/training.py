@@ -14,11 +14,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from mkdseg.callbacks import (DiceTableCallback, EvaluationReportWriter, FinalLastCheckpoint, SampleImagesCallback,
                               VolumePredictionWriter)
 from mkdseg.data import UnpairedSliceDataModule
+from mkdseg.io import atomic_write_text
 from mkdseg.methods import SegmentationMethod
 from mkdseg.presets import with_preset_paths
 
@@ -111,8 +113,6 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> MKDSegCLI:
 def best_checkpoint(trainer):
     """The fit's best-validation ``ModelCheckpoint`` (monitoring ``val/dice``) if it has one and the data validate
     (``data.n_val`` > 0), else ``None``: then the final weights are the ones to test."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     datamodule = getattr(trainer, "datamodule", None)
     if datamodule is not None and getattr(datamodule.hparams, "n_val", 1) == 0:
         return None
@@ -146,8 +146,6 @@ def fit_and_test(args: list[str], callbacks=(), test: bool = True, surface_dista
     of the final weights and, where the config keeps the best validation's (a ``ModelCheckpoint`` on ``val/dice``),
     of those: the held-out fold is tested once per set of weights, and never chooses which. ``config_out``: where
     to write the merged config, as LightningCLI resolved it (the run's record)."""
-    from mkdseg.io import atomic_write_text
-
     start, start_cpu = time.perf_counter(), time.process_time()
     cli = build_cli(args, run=False)
     if config_out is not None:

@@ -65,3 +65,8 @@ def sample_figure(
     fig.legend(handles=legend, loc="lower center", ncol=min(len(structures), 7), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
+
+
+def close_figure(fig) -> None:
+    """Free a figure's memory once it is written (pyplot keeps every figure it made until closed)."""
+    plt.close(fig)

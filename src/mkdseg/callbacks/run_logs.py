@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from mkdseg.io import atomic_write_text
 from mkdseg.lightning_private import save_final_last_checkpoint
 from mkdseg.metrics import format_table
+from mkdseg.visualize import close_figure, sample_figure
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -118,8 +119,6 @@ class SampleImagesCallback(L.Callback):
         samples = dm.sample_slices(stage, self.n_samples) if hasattr(dm, "sample_slices") else None
         if samples is None or not hasattr(pl_module, "sample_outputs"):
             return
-        from mkdseg.visualize import sample_figure
-        import matplotlib.pyplot as plt
 
         x_t, y_t, x_a = samples
         outputs = pl_module.sample_outputs(x_t, x_a)
@@ -138,4 +137,4 @@ class SampleImagesCallback(L.Callback):
                 logger.log_image(key=f"samples/{stage}", images=[str(path)], step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure(f"samples/{stage}", fig, global_step=trainer.global_step)
-        plt.close(fig)
+        close_figure(fig)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from mkdseg.data.appearance import Appearance, ApplyTo, RandomAppearance
 from mkdseg.data.cache import CacheInfo, SliceCache
+from mkdseg.data.phantom import DEFAULT_IMAGE_SIZE, PHANTOM_INFO, generate_phantom, render_record_as
 from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
 from mkdseg.data.splits import load_or_create_folds, train_val_subjects
 from mkdseg.labels import DataSpec
@@ -142,14 +143,12 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         """What the data holds (structures, modalities, roles, slicing), known before any volume is read:
         the model's class count and the checkpoint's label set follow from it."""
         if source == "phantom":
-            from mkdseg.data.phantom import PHANTOM_INFO
-
             return PHANTOM_INFO
         cache = SliceCache(self.root)
         if not cache.exists:
             raise FileNotFoundError(
                 f"data.root={str(self.root)!r} holds no slice cache (manifest.json); run `mkdseg preprocess "
-                "--target <nnU-Net dataset> --assistant <nnU-Net dataset> --out <this folder>` (or --src <MM-WHS folder>) first"
+                "--target <nnU-Net dataset> --assistant <nnU-Net dataset> --out <this folder>` first"
             )
         if not cache.complete:
             raise ValueError(f"data.root={str(self.root)!r}: the cache is incomplete (its preprocessing stopped); "
@@ -170,8 +169,6 @@ class UnpairedSliceDataModule(L.LightningDataModule):
     def _resolve_image_size(self, source: str, image_size: int | None) -> int:
         """The run's slice size: ``image_size``, or the cache's when ``None`` (the phantom: 64)."""
         if source == "phantom":
-            from mkdseg.data.phantom import DEFAULT_IMAGE_SIZE
-
             return DEFAULT_IMAGE_SIZE if image_size is None else image_size
         cached = self.described.image_size
         if cached is None:
@@ -217,8 +214,6 @@ class UnpairedSliceDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         hp = self.hparams
         if hp.source == "phantom":
-            from mkdseg.data.phantom import generate_phantom
-
             generate_phantom(
                 self.root, target=hp.target, assistant=hp.assistant, n_target=hp.phantom_subjects,
                 n_assistant=hp.phantom_subjects, image_size=hp.image_size, n_slices=hp.phantom_slices, seed=hp.phantom_seed,
@@ -258,8 +253,6 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         self.cache = cache
         paired = None
         if hp.assistant_as_target:
-            from mkdseg.data.phantom import render_record_as
-
             paired = [render_record_as(r, hp.target) for r in self.assistant_train.records]
         self.train_set = UnpairedSliceDataset(
             self.target_train, self.assistant_train, hp.augment, hp.max_rotation, hp.flip_prob,
