@@ -203,7 +203,7 @@ def test_cli_preprocess_reports_errors_with_the_file(tmp_path, capsys):
     assert preprocess_main(["--target", str(tmp_path / "none"), "--assistant", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert str(tmp_path / "none") in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        preprocess_main(["--out", str(tmp_path / "o")])  # neither datasets nor --src
+        preprocess_main(["--out", str(tmp_path / "o")])  # no datasets
 
 
 def test_datamodule_follows_the_cache_labels_roles_and_flips(datasets, tmp_path):

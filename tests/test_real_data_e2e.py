@@ -61,3 +61,10 @@ def test_preprocess_train_test_segment_on_shared_mmwhs(tmp_path):
     source, result = nib.load(image), nib.load(out)
     assert result.shape == source.shape and np.allclose(result.affine, source.affine)
     assert set(np.unique(np.asarray(result.dataobj))) <= set(range(8))  # the dataset's labels, 1..7
+    # the release's own codes, which the converted dataset recorded and the checkpoint carries
+    original = tmp_path / "seg_original.nii.gz"
+    assert main(["segment", "-i", str(image), "-o", str(original), "--ckpt", ckpt, "--no-progress", "--precision", "fp32",
+                 "--codes", "original"]) == 0
+    written = np.asarray(nib.load(original).dataobj)
+    assert set(np.unique(written)) <= {0, 205, 420, 500, 550, 600, 820, 850}
+    assert np.array_equal(written > 0, np.asarray(result.dataobj) > 0)  # the same map, other values

@@ -1,4 +1,5 @@
-"""Data: the synthetic phantom, MM-WHS preprocessing, the slice cache, datasets and the DataModule."""
+"""Data: the synthetic phantom, public downloads converted to nnU-Net datasets, preprocessing into the slice cache,
+datasets and the DataModule."""
 
 from mkdseg.data.cache import SliceCache, VolumeRecord
 from mkdseg.data.datamodule import UnpairedSliceDataModule

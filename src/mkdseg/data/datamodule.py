@@ -17,7 +17,7 @@ from mkdseg.data.cache import CacheInfo, SliceCache
 from mkdseg.data.phantom import DEFAULT_IMAGE_SIZE, PHANTOM_INFO, generate_phantom, render_record_as
 from mkdseg.data.datasets import SliceSet, UnpairedSampler, UnpairedSliceDataset, VolumeDataset, first_item
 from mkdseg.data.splits import load_or_create_folds, train_val_subjects
-from mkdseg.labels import DataSpec
+from mkdseg.labels import DataSpec, original_codes
 from mkdseg.lightning_private import record_resolved_hparams
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -31,7 +31,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
 
     Args:
         source: ``phantom`` (generated into ``root`` on first use) or ``cache`` (a slice cache written by
-            ``mkdseg preprocess``, from nnU-Net datasets or MM-WHS; ``mmwhs`` is accepted as ``cache``).
+            ``mkdseg preprocess`` from nnU-Net datasets).
         root: the slice-cache folder.
         target, assistant: modality names as the cache has them (``ct``, ``mri``, ``t2_spir`` ...); ``None``
             (the default) takes the roles the cache was preprocessed with (``mkdseg preprocess --target ...
@@ -202,7 +202,7 @@ class UnpairedSliceDataModule(L.LightningDataModule):
         hp, cache = self.hparams, self.described
         codes = [s.codes[hp.target] for s in cache.structures]
         return DataSpec(tuple(self.structures), tuple(codes), hp.target, cache.slice_axis, cache.margin_mm,
-                        cache.field_of_view).to_dict()
+                        cache.field_of_view, original_codes=original_codes(cache.structures, hp.target)).to_dict()
 
     @property
     def flip_axes(self) -> list[str]:

@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write <case>.npz beside each label map: float16 class probabilities [C, *scan shape]")
     parser.add_argument("--codes", choices=CODE_CHOICES, default="dataset",
-                        help="label values: the target dataset's own codes (default; 'mmwhs' is an old name for it) "
-                             "or class indices 1..N")
+                        help="label values: the target dataset's own codes (dataset, the default), the codes of the "
+                             "release it was converted from where dataset.json records them (original: MM-WHS's "
+                             "205...850), or class indices 1..N (index)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per forward pass (default: 8)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",

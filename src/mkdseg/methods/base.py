@@ -4,7 +4,7 @@ A method subclasses :class:`SegmentationMethod`, builds its networks, implements
 and ``configure_optimizers``, and says how it predicts in :meth:`predict_components`. Validation,
 test, prediction and metric logging are the same for every method; the result files of a test are
 written from :meth:`SegmentationMethod.evaluation_summary` by
-:class:`mkdseg.reports.EvaluationReportWriter`.
+:class:`mkdseg.callbacks.reports.EvaluationReportWriter`.
 
 Each validation also decides the post-processing (:mod:`mkdseg.postprocess`: per predictor and structure,
 whether keeping only the largest connected component raises the mean validation Dice), which the
@@ -340,7 +340,7 @@ class SegmentationMethod(L.LightningModule):
     def evaluation_summary(self, stage: str) -> dict:
         """The latest evaluation of ``stage`` (``"val"`` or ``"test"``): ``{"stage", "step", "rows": per volume,
         structure and predictor, "dice": summarize(rows)}`` (and ``"assd"`` after a test). What callbacks,
-        the demo and the benchmark harness report (:class:`mkdseg.reports.EvaluationReportWriter` writes the
+        the demo and the benchmark harness report (:class:`mkdseg.callbacks.reports.EvaluationReportWriter` writes the
         test's to ``summary.json`` and ``per_case.csv``); ``LookupError`` if ``stage`` has not been evaluated."""
         if stage not in self._summaries:
             raise LookupError(f"no {stage} evaluation has run on this {type(self).__name__}")
@@ -352,7 +352,7 @@ class SegmentationMethod(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         result = self._log_summary("test")
         result["assd"] = summarize([r for r in result["rows"] if "assd" in r], "assd")
-        if self.trainer.is_global_zero:  # the files: mkdseg.reports.EvaluationReportWriter
+        if self.trainer.is_global_zero:  # the files: mkdseg.callbacks.reports.EvaluationReportWriter
             rank_zero_info("\nPer-volume Dice (%) over the test volumes, mean ± std:\n" + format_table(result["dice"]))
             rank_zero_info("\nASSD (mm), mean ± std:\n" + format_table(result["assd"], "ASSD", scale=1.0))
 

@@ -1,7 +1,7 @@
 """The paper's method: online mutual knowledge distillation with an image alignment module.
 
 Li et al., "Towards Cross-modality Medical Image Segmentation with Online Mutual Knowledge
-Distillation", AAAI 2020, Algorithm 1. See ``DESIGN.md`` ("The method, precisely").
+Distillation", AAAI 2020, Algorithm 1: :meth:`MKDModule.training_step` takes its steps in order.
 """
 
 from __future__ import annotations
