@@ -205,7 +205,7 @@ def test_the_public_datasets_block_names_real_convert_options():
     from mkdseg.data.convert import build_parser
 
     block = commands(code_blocks("bash")[2])
-    assert [c.split()[:2] for c in block] == [["mkdseg", "convert"]] * 3
+    assert [c.split()[:3] for c in block] == [["mkdseg", "convert", d] for d in ("btcv", "chaos", "chaos", "mmwhs", "mmwhs")]
     for command in block:
         args = build_parser().parse_args(shlex.split(command.replace("$A", "/data"))[2:])
         assert args.dataset in ("btcv", "chaos", "mmwhs") and str(args.out).startswith("/data/")
