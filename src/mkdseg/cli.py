@@ -10,50 +10,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from mkdseg.compare.cli import compare_main
+from mkdseg.data.convert import convert_main
+from mkdseg.data.preprocess import preprocess_main
+from mkdseg.evaluate import evaluate_main
+from mkdseg.inference import segment_main
+from mkdseg.sweep import main as sweep_main
 from mkdseg.training import MKDSegCLI, build_cli, method_name, name_run_after_method
 
 __all__ = ["MKDSegCLI", "VERBS", "build_cli", "main", "method_name", "name_run_after_method"]
 
 
-def _preprocess(argv: list[str]) -> int:
-    from mkdseg.data.preprocess import preprocess_main
-
-    return preprocess_main(argv)
-
-
-def _segment(argv: list[str]) -> int:
-    from mkdseg.inference import segment_main
-
-    return segment_main(argv)
-
-
-def _compare(argv: list[str]) -> int:
-    from mkdseg.compare.cli import compare_main
-
-    return compare_main(argv)
-
-
-def _evaluate(argv: list[str]) -> int:
-    from mkdseg.evaluate import evaluate_main
-
-    return evaluate_main(argv)
-
-
-def _convert(argv: list[str]) -> int:
-    from mkdseg.data.convert import convert_main
-
-    return convert_main(argv)
-
-
-def _sweep(argv: list[str]) -> int:
-    from mkdseg.sweep import main as sweep_main
-
-    return sweep_main(argv)
-
-
 VERBS: dict[str, Callable[[list[str]], int]] = {
-    "preprocess": _preprocess, "segment": _segment, "sweep": _sweep, "compare": _compare, "evaluate": _evaluate,
-    "convert": _convert,
+    "preprocess": preprocess_main, "segment": segment_main, "sweep": sweep_main, "compare": compare_main,
+    "evaluate": evaluate_main, "convert": convert_main,
 }
 
 
