@@ -14,21 +14,23 @@ innermost open phase, so every second counts once:
 * ``data``: the training loader's fetch (Lightning's ``train_dataloader_next``, seen through a pass-through
   profiler the benchmark sets as ``trainer.profiler``) and the datamodule's ``on_after_batch_transfer``
   (batch-level appearance);
-* ``gin``: :func:`mkdseg.data.appearance.random_convolution` wherever it is looked up and the student's view
-  (``MeanTeacher.student_view_of``: GIN + noise);
+* ``gin``: ``random_convolution`` wherever a ``mkdseg`` module looks it up, and the model's ``student_view_of``
+  (the mean teacher's student view: GIN + noise);
 * ``teacher``: ``pseudo_label`` and the teacher's forward; ``student_fwd``: the segmentor ``seg``'s forwards;
 * ``losses`` (supervised and pseudo-label losses), ``mixing`` (copy-paste masks and pastes);
 * ``backward``: callback hooks ``on_before_backward`` .. ``on_after_backward``;
 * ``optimizer``: ``on_before_optimizer_step`` .. the torch optimizer's step post-hook (Adam's update);
-* ``ema``: from there to the return of ``MeanTeacher.optimizer_step`` (the teacher's update);
+* ``ema``: from there to the return of the model's ``optimizer_step``, for a model with a ``teacher`` network (the
+  mean teacher's update);
 * ``logging``: ``log``/``log_dict`` and the logger connector's step-metric update (CSV writes);
 * ``checkpoint``: ``trainer.save_checkpoint`` outside validation; ``validation``: ``on_validation_start`` ..
   ``on_validation_end`` (all of it, its checkpoint included); ``test``: everything after the fit ends;
   ``setup``: CLI parsing, cache, model and Lightning set-up before the first iteration;
 * ``other``: the rest of the training loop (Lightning's loop, the method's glue, zero_grad).
 
-The wrappers are installed by the benchmark on the instances (model, trainer, datamodule) or in the modules where
-the product looks the functions up; the product's code is not changed.
+The wrappers are installed by the benchmark on the instances (model, trainer, datamodule), and on the functions
+above by name in every ``mkdseg`` module whose globals hold them (no module path of the methods is assumed), and
+removed after the run; the product's code is not changed.
 
 **Part 2, FLOP/s.** The cpu preset's segmentor (:class:`mkdseg.nets.ResidualUNet`, sizes from ``cpu.yaml``),
 one forward + supervised loss + backward at ``--flop-batches`` (16: the labelled pair of joint training and the
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import json
 import platform
 import statistics
@@ -172,33 +175,40 @@ def wrap_attribute(clock: PhaseClock, owner, attribute: str, phase: str) -> bool
     return True
 
 
-@contextlib.contextmanager
-def module_patches(clock: PhaseClock):
-    """The functions the methods look up in their modules' globals, through phases, for the duration of a run."""
-    import mkdseg.data.appearance as appearance
-    import mkdseg.methods.baselines as baselines
-    import mkdseg.methods.mean_teacher as mean_teacher
-    import mkdseg.methods.pseudo_label as pseudo_label
+#: functions the methods and the data module look up in their modules' globals -> the phase they are; wrapped by
+#: name in every ``mkdseg`` module that holds one, so that this does not depend on which module defines or imports them
+MODULE_FUNCTIONS = {"random_convolution": "gin", "supervised_loss": "losses", "weighted_segmentation_loss": "losses",
+                    "paste": "mixing", "box_masks": "mixing", "class_masks": "mixing"}
 
-    targets = [(appearance, "random_convolution", "gin"), (mean_teacher, "random_convolution", "gin"),
-               (baselines, "supervised_loss", "losses"), (pseudo_label, "weighted_segmentation_loss", "losses"),
-               (pseudo_label, "paste", "mixing"), (pseudo_label, "box_masks", "mixing"),
-               (pseudo_label, "class_masks", "mixing")]
-    saved = [(module, name, getattr(module, name)) for module, name, _ in targets]
-    try:
-        for module, name, phase in targets:
-            wrap_attribute(clock, module, name, phase)
-        yield
-    finally:
-        for module, name, original in saved:
+
+class ModulePatches:
+    """Installs :data:`MODULE_FUNCTIONS`' wrappers when the fit sets up (every module the run uses is imported by
+    then) and restores the originals when the run is over."""
+
+    def __init__(self, clock: PhaseClock):
+        self.clock = clock
+        self.saved: list[tuple[object, str, object]] = []
+
+    def install(self) -> None:
+        for module_name, module in list(sys.modules.items()):
+            if module is None or not (module_name == "mkdseg" or module_name.startswith("mkdseg.")):
+                continue
+            for name, phase in MODULE_FUNCTIONS.items():
+                fn = vars(module).get(name)
+                if inspect.isfunction(fn) and wrap_attribute(self.clock, module, name, phase):
+                    self.saved.append((module, name, fn))
+
+    def restore(self) -> None:
+        for module, name, original in reversed(self.saved):
             setattr(module, name, original)
+        self.saved.clear()
 
 
 class PhaseCallback(L.Callback):
     """Installs the instance wrappers at the fit's set-up and marks the phases Lightning's hooks delimit."""
 
-    def __init__(self, clock: PhaseClock):
-        self.clock = clock
+    def __init__(self, clock: PhaseClock, patches: ModulePatches):
+        self.clock, self.patches = clock, patches
         self.installed = False
         self.iteration_starts: list[float] = []
         self.train_start = self.train_end = None
@@ -211,6 +221,7 @@ class PhaseCallback(L.Callback):
             return
         self.installed = True
         c = self.clock
+        self.patches.install()
         trainer.profiler = FetchProfiler(c)
         dm = trainer.datamodule
         wrap_attribute(c, dm, "on_after_batch_transfer", "data")
@@ -225,9 +236,10 @@ class PhaseCallback(L.Callback):
                 wrap_attribute(c, pl_module, attribute, phase)
         wrap_attribute(c, trainer._logger_connector, "update_train_step_metrics", "logging")
         wrap_attribute(c, trainer, "save_checkpoint", "checkpoint")
-        from mkdseg.methods.mean_teacher import MeanTeacher
-
-        if isinstance(pl_module, MeanTeacher):  # the EMA runs after the parent's step, before optimizer_step returns
+        # a method with a teacher network (the mean teacher and the methods built on it) updates it, the EMA, after
+        # the optimizer's step and before its optimizer_step returns
+        self.ema = getattr(pl_module, "teacher", None) is not None
+        if self.ema:
             step = pl_module.optimizer_step
 
             @functools.wraps(step)
@@ -238,7 +250,6 @@ class PhaseCallback(L.Callback):
                     c.pop("ema")
 
             pl_module.optimizer_step = optimizer_step
-        self.ema = isinstance(pl_module, MeanTeacher)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.clock.pop("setup")
@@ -292,12 +303,15 @@ def run_setting(name: str, base: list[str], steps: int, extra: list[str], assd: 
             f"--trainer.val_check_interval={steps}", f"--trainer.default_root_dir={work}", *extra]
     L.seed_everything(0, verbose=False)
     clock = PhaseClock()
-    callback = PhaseCallback(clock)
+    patches = ModulePatches(clock)
+    callback = PhaseCallback(clock, patches)
     wall = time.perf_counter()
-    with module_patches(clock):
+    try:
         clock.push("setup")
         fitted = fit_and_test(args, callbacks=[callback], surface_distances=assd)
         clock.pop("test")
+    finally:
+        patches.restore()
     wall = time.perf_counter() - wall
     seconds = clock.close()
     total = sum(seconds.values())
@@ -670,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.run_breakdown " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.phantom:
         base = ["--data.source=phantom", f"--data.root={tempfile.mkdtemp(prefix='run-breakdown-phantom-')}",
-                "--data.target=ct", "--data.assistant=mr", "--data.phantom_subjects=6", "--data.phantom_slices=8",
+                "--data.phantom_subjects=6", "--data.phantom_slices=8",
                 "--data.n_val=1", "--data.batch_size=2", "--data.samples_per_epoch=8", "--trainer.log_every_n_steps=1"]
     else:
         base = [f"--data.root={args.root}"]

@@ -1,6 +1,11 @@
 """Can validation tell two methods apart? Read from finished `mkdseg compare` runs, no training.
 
-    python -m benchmarks.validation_signal benchmarks/results/compare_recipe_ablation benchmarks/results/compare_whole_scan --out benchmarks/results/validation_signal
+    python -m benchmarks.validation_signal benchmarks/results/compare_recipe_ablation benchmarks/results/compare_whole_scan \
+        benchmarks/results/compare_semi_supervised benchmarks/results/compare_bcp_ablation --steps 1000 \
+        --out benchmarks/results/validation_signal
+
+A study is read from its tables (``n*/runs.csv``, a row per run: what the repository keeps), or from its
+``finished_runs.jsonl`` where it has none.
 
 For every pair of run configurations with the same draws (fold x seed; at least two folds), the test scans' paired
 difference is the truth; the validation subjects' paired difference (of the weights each run tested) is the signal
@@ -16,6 +21,7 @@ The pairs share runs, so they are not independent trials: read the counts as how
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import statistics
@@ -29,23 +35,39 @@ BINS = ((0.0, 1.0), (1.0, 2.0), (2.0, 5.0), (5.0, float("inf")))  # |test differ
 
 
 def load_runs(studies: list[Path], steps: int | None) -> dict[str, dict[tuple[int, int], dict]]:
-    """``{configuration key: {(fold, seed): {"test", "val"}}}`` of every finished run (of ``steps`` iterations)."""
+    """``{configuration key: {(fold, seed): {"test", "val"}}}`` of every finished run (of ``steps`` iterations), from
+    each study's tables (``n*/runs.csv``: what the repository keeps of a study, a row per run), or from its
+    ``finished_runs.jsonl`` (compare's record of every finished run) where it has no tables."""
     runs: dict[str, dict[tuple[int, int], dict]] = {}
     for study in studies:
-        index = study / "finished_runs.jsonl" if study.is_dir() else study
-        if not index.is_file():
-            raise FileNotFoundError(f"{index}: no finished_runs.jsonl (a `mkdseg compare --out` folder)")
-        for line in index.read_text().splitlines():
-            result = json.loads(line)
-            if steps is not None and result["global_step"] != steps:
+        for key, fold, seed, global_step, test, val in _finished(study):
+            if (steps is not None and global_step != steps) or val is None:
                 continue
-            predictor = result["primary_predictor"]
-            val = tested_validation(result, predictor)["val_dice"]
-            if val is None:
-                continue
-            runs.setdefault(result["key"], {})[(result["fold"], result["seed"])] = {
-                "test": 100 * result["dice"][predictor]["mean"], "val": 100 * val}
+            runs.setdefault(key, {})[(fold, seed)] = {"test": 100 * test, "val": 100 * val}
     return runs
+
+
+def _finished(study: Path):
+    """``(key, fold, seed, global_step, test Dice, tested weights' validation Dice)`` of each run of ``study``: a
+    ``mkdseg compare --out`` folder, a ``runs.csv`` or a ``finished_runs.jsonl``."""
+    tables = sorted(study.glob("n*/runs.csv")) if study.is_dir() else [study] if study.suffix == ".csv" else []
+    for table in tables:
+        with table.open(newline="") as f:
+            for row in csv.DictReader(f):
+                # a run's folder is <runs>/<configuration key>/fold<f>-seed<s>: the key names the configuration
+                key = Path(row["run_dir"]).parent.name if row.get("run_dir") else f"{table.parent}:{row['method']}"
+                val = float(row["val_dice"]) if row.get("val_dice") not in (None, "", "None") else None
+                yield key, int(row["fold"]), int(row["seed"]), int(row["global_step"]), float(row["mean_dice"]), val
+    if tables:
+        return
+    index = study / "finished_runs.jsonl" if study.is_dir() else study
+    if not index.is_file() or index.suffix != ".jsonl":
+        raise FileNotFoundError(f"{study}: no n*/runs.csv and no finished_runs.jsonl (a `mkdseg compare --out` folder)")
+    for line in index.read_text().splitlines():
+        result = json.loads(line)
+        predictor = result["primary_predictor"]
+        yield (result["key"], result["fold"], result["seed"], result["global_step"], result["dice"][predictor]["mean"],
+               tested_validation(result, predictor)["val_dice"])
 
 
 def pair_signals(runs: dict[str, dict[tuple[int, int], dict]]) -> list[dict]:
@@ -90,7 +112,8 @@ def report(rows: list[dict], command: str, n_configs: int, n_pairs: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("studies", nargs="+", type=Path, help="`mkdseg compare --out` folders (or their finished_runs.jsonl)")
+    parser.add_argument("studies", nargs="+", type=Path,
+                        help="`mkdseg compare --out` folders (or their finished_runs.jsonl, or runs.csv files)")
     parser.add_argument("--steps", type=int, help="only runs of this many iterations")
     parser.add_argument("--out", type=Path, help="write results.md and results.json here")
     args = parser.parse_args(argv)
@@ -103,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out / "results.md", text)
-        atomic_write_text(args.out / "results.json", json.dumps({"rows": rows, "pairs": pairs}, indent=1))
+        # one pair per line, rounded: the table is results.md; this is what it was counted from
+        rounded = [{k: (round(v, 3) if isinstance(v, float) else [round(x, 3) for x in v] if isinstance(v, list) else v)
+                    for k, v in p.items()} for p in pairs]
+        atomic_write_text(args.out / "results.json", "{\"rows\": " + json.dumps(rows) + ",\n\"pairs\": [\n"
+                          + ",\n".join(json.dumps(p, separators=(",", ":")) for p in rounded) + "\n]}\n")
     return 0
 
 

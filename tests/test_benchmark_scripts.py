@@ -1,5 +1,5 @@
-"""Every benchmark script runs at a tiny size, so none can rot unnoticed. (method_cost and translation_quality have
-test files of their own.) Outputs go to tmp_path, never benchmarks/results."""
+"""Every benchmark script runs at a tiny size, so none can rot unnoticed. (iteration_cost, translation_quality,
+validation_signal and inference_options have test files of their own.) Outputs go to tmp_path, never benchmarks/results."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import yaml
 
 from conftest import REPO, TINY_MODEL
 
-from benchmarks import (cpu_speed, preprocess_speed, run_breakdown, segment_speed, segmentor_speed, step_breakdown, step_cost,
+from benchmarks import (cpu_speed, iteration_cost, preprocess_speed, run_breakdown, segment_speed, segmentor_speed,
                         synthetic_ct)
 from mkdseg.labels import MMWHS
 
 
 @pytest.fixture
 def tiny_config(tmp_path):
-    """An MKD config on the phantom at the tests' sizes, in the layout step_cost.load_size reads."""
+    """An MKD config's sizes on the phantom at the tests' sizes (model.init_args, data), as segment_speed reads them."""
     model = {k: (list(v) if isinstance(v, tuple) else v) for k, v in TINY_MODEL.items() if k != "image_size"}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({"model": {"init_args": model}, "data": {
@@ -60,39 +60,6 @@ def test_preprocess_speed(capsys):
     assert int(re.search(r"(\d+) slices cached", out).group(1)) > 0
 
 
-def test_step_cost_table_and_json(tmp_path, tiny_config, capsys):
-    out = tmp_path / "step_cost.md"
-    assert step_cost.main(["--sizes", str(tiny_config), "--cache", str(tmp_path / "cache"), "--rounds", "1",
-                           "--warmup", "0", "--no-memory", "--loader-batches", "2", "--log-every", "1",
-                           "--out", str(out)]) == 0
-    table = out.read_text()
-    for variant in ("(a) lightning", "(b) bare", "(c) literal"):
-        assert re.search(rf"\| {re.escape(variant)} \| \d+\.\d+ \|", table), variant
-    result = json.loads(out.with_suffix(".json").read_text())["results"][0]
-    assert result["image_size"] == 32 and result["batch"] == 2
-    assert all(t and min(t) > 0 for t in result["times"].values())
-    assert result["loader_rate"] > 0 and result["params"] > 0
-    capsys.readouterr()
-    # the CPU memory probe a fresh process runs for each variant (here in-process: one Lightning iteration)
-    assert step_cost.main(["--sizes", str(tiny_config), "--cache", str(tmp_path / "cache"), "--probe", "lightning"]) == 0
-    assert re.search(r"^PEAK -?\d+$", capsys.readouterr().out, re.MULTILINE)
-
-
-def test_step_cost_sizes_resolve_a_null_image_size(tmp_path):
-    """configs/demo.yaml leaves data.image_size to the data (the phantom's 64); the paper config says 256."""
-    for name, size in (("demo", 64), ("paper", 256)):
-        model, data = step_cost.load_size(name, None, tmp_path, phantom_subjects=4)
-        assert model["image_size"] == data["image_size"] == size
-
-
-def test_step_breakdown(tmp_path, tiny_config, capsys):
-    assert step_breakdown.main(["--size", str(tiny_config), "--rounds", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
-    seconds = json.loads((tmp_path / "results.json").read_text())["seconds"]
-    assert set(seconds) >= {f"{n}/{case}" for n in step_breakdown.USES for case in ("one", "separate", "batched")}
-    assert min(seconds.values()) > 0
-    assert "| s_syn | " in (tmp_path / "results.md").read_text() and "| s_syn | " in capsys.readouterr().out
-
-
 def test_cpu_speed_runs_the_demo_and_reports(tmp_path, phantom_root, capsys):
     """One setting, the demo (configs/demo.yaml) at the tests' sizes for 2 iterations, in a child process."""
     tiny = [f"--data.root={phantom_root}", "--data.image_size=32", "--data.phantom_subjects=4", "--data.phantom_slices=8",
@@ -109,23 +76,23 @@ def test_cpu_speed_runs_the_demo_and_reports(tmp_path, phantom_root, capsys):
     assert re.search(r"\| fp32 \| \d+\.\d+ \| 1\.00x \|", report) and report in capsys.readouterr().out
 
 
-def test_gpu_check_script_parses_and_its_step_cost_options_exist(capsys):
-    """gpu_check.sh needs a GPU to run; without one: it parses, and the options and names it uses exist."""
+def test_gpu_check_script_parses_and_its_iteration_cost_options_exist(capsys):
+    """gpu_check.sh needs a GPU to run; without one: it parses, and the script and the options it uses exist."""
     script = REPO / "benchmarks" / "gpu_check.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    assert "-m benchmarks.step_cost" in text and "from benchmarks.step_cost import ROOT, load_size, make_data" in text
-    assert all(hasattr(step_cost, name) for name in ("ROOT", "load_size", "make_data"))
+    assert "-m benchmarks.iteration_cost" in text and (REPO / "configs" / "mkd.yaml").is_file()
     with pytest.raises(SystemExit) as help_exit:
-        step_cost.main(["--help"])
+        iteration_cost.main(["--help"])
     assert help_exit.value.code == 0
     documented = capsys.readouterr().out
-    used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text.split("common=(", 1)[1]))
-    assert used >= {"--sizes", "--device", "--variants", "--precision", "--channels-last", "--compile"}
+    # the script's own options (mkdseg fit's --section.key=value ones go through to every fit)
+    used = {o for o in re.findall(r"(?<![\w-])(--[a-z][a-z-]+)(?![.\w])", text.split("common=(", 1)[1])}
+    assert used >= {"--configs", "--steps", "--skip", "--rounds", "--channels-last"}
     assert all(option in documented for option in used), used - {o for o in used if o in documented}
 
 
-@pytest.mark.parametrize("script", ["cpu_speed.py", "preprocess_speed.py", "segment_speed.py", "step_breakdown.py",
+@pytest.mark.parametrize("script", ["cpu_speed.py", "preprocess_speed.py", "segment_speed.py", "iteration_cost.py",
                                     "synthetic_ct.py", "segmentor_speed.py", "run_breakdown.py"])
 def test_each_script_runs_as_a_file(script):
     """`python -m benchmarks.<script> --help` from the repository root, as its docstring tells a user to run it: the
@@ -150,14 +117,14 @@ def test_segmentor_speed_measures_every_setting_against_the_plain_loop(tmp_path)
 
 def test_run_breakdown_attributes_each_runs_cpu_time_to_its_phases_and_measures_flops(tmp_path, capsys):
     """joint and the recipe through fit_and_test on the phantom, 3 iterations at 32 px; the FLOP/s part at toy sizes."""
-    import mkdseg.methods.mean_teacher as mean_teacher
-
-    original_gin = mean_teacher.random_convolution
     assert run_breakdown.main(["--phantom", "--image-size", "32", "--n-target", "1", "--steps", "3", "--settings", "joint",
                                "recipe", "--flop-size", "32", "--flop-batches", "2", "--matmul-size", "128", "--conv-size", "16",
                                "--conv-batch", "2", "--conv-channels", "8", "--rounds", "1", "--warmup", "0", "--top-ops", "5",
                                "--no-compile", "--out", str(tmp_path)]) == 0
-    assert mean_teacher.random_convolution is original_gin  # the benchmark's wrappers are gone after it
+    # the benchmark's wrappers are gone after it, from every module it wrapped a function in
+    wrapped = [f"{m}.{n}" for m, module in list(sys.modules.items()) if m.startswith("mkdseg") and module is not None
+               for n in run_breakdown.MODULE_FUNCTIONS if getattr(vars(module).get(n), "__wrapped_by_run_breakdown__", False)]
+    assert wrapped == []
     result = json.loads((tmp_path / "results.json").read_text())
     runs = {r["setting"]: r for r in result["runs"]}
     assert list(runs) == ["joint", "recipe"]
