@@ -8,7 +8,7 @@ Each setting runs ``python -m mkdseg.demo`` (``configs/demo.yaml``: MKD on the p
 then the test of the chosen checkpoint) in a child process with ``OMP_NUM_THREADS=1``, and records the
 child's CPU seconds (user + system, from ``getrusage``), the training's wall time as the demo prints it,
 iterations per training second, and the test Dice of each predictor from the run's ``summary.json``.
-Per-step cost in isolation is ``benchmarks/step_cost.py``'s job; this is the whole run, data loading,
+Per-iteration cost in isolation is ``benchmarks/iteration_cost.py``'s job; this is the whole run, data loading,
 validation and test included.
 
 A setting's ``<out>/<setting>.json`` is reused when it exists (delete it to redo); ``results.md`` is
@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "fp32": [],
     "bf16": ["--trainer.precision=bf16-mixed"],
-    "channels_last": ["--trainer.callbacks+=mkdseg.memory_format.ChannelsLast"],
-    "bf16_channels_last": ["--trainer.precision=bf16-mixed", "--trainer.callbacks+=mkdseg.memory_format.ChannelsLast"],
+    "channels_last": ["--trainer.callbacks+=mkdseg.callbacks.memory_format.ChannelsLast"],
+    "bf16_channels_last": ["--trainer.precision=bf16-mixed", "--trainer.callbacks+=mkdseg.callbacks.memory_format.ChannelsLast"],
 }
 
 

@@ -11,7 +11,7 @@ instance norm) with CE + Dice (:func:`mkdseg.losses.supervised_loss`) and Adam o
 
 - ``fp32``: the plain loop, nothing changed (the reference);
 - ``bf16``: the forward under ``torch.autocast(dtype=bfloat16)`` (``trainer.precision=bf16-mixed``);
-- ``channels_last``: network and batches in channels-last memory format (:mod:`mkdseg.memory_format`);
+- ``channels_last``: network and batches in channels-last memory format (:mod:`mkdseg.callbacks.memory_format`);
 - ``bf16_channels_last``: both;
 - ``compile``: ``torch.compile`` of the network (the first iterations, which compile, are not timed).
 

@@ -155,7 +155,7 @@ class TranslationProbe(pl.Callback):
         print(json.dumps(row), flush=True)
 
     def measure(self, module) -> dict:
-        fake = evaluate(module.g_at, self.x)
+        fake = evaluate(module.translator.g_at, self.x)
         row = {"judge": pooled_dice(segment(self.judge, fake), self.y)}
         if self.reference is not None:
             row["intensity_error"] = self.reference.intensity_errors(fake, self.y, self.names)
@@ -235,7 +235,7 @@ def probe_run(data: ProbeData, size: Path, method: str, sets, steps: int, every:
     cli = fit(run_args(size, method, steps, seed, run_dir, sets), run_dir, [probe])
     if not probe.rows or probe.rows[-1]["iteration"] != cli.trainer.global_step:
         probe.record(cli.model, cli.trainer.global_step)
-    samples = evaluate(cli.model.g_at, sample_slices(data.held_out[0]))
+    samples = evaluate(cli.model.translator.g_at, sample_slices(data.held_out[0]))
     return {"rows": probe.rows, "wall_seconds": round(time.perf_counter() - start, 1)}, samples
 
 

@@ -2,7 +2,7 @@
 
 On CPUs with AVX-512 (and on GPUs with tensor cores) oneDNN/cuDNN convolutions run faster on NHWC
 tensors, mostly together with bfloat16 (``trainer.precision: bf16-mixed``); measured in
-``benchmarks/RESULTS.md`` ("What one MKD iteration costs"). Converting the weights is enough: a convolution with channels-last
+``benchmarks/RESULTS.md`` ("Cheaper CPU iterations: bf16 and channels_last"). Converting the weights is enough: a convolution with channels-last
 weights returns channels-last activations whatever its input's layout, and the network's first input
 (one channel) is laid out the same either way. The arithmetic is the same, so results agree with the
 default format to float rounding, not to the bit.

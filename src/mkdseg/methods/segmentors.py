@@ -30,7 +30,7 @@ def make_segmentor(hp, num_classes: int, net: Callable[..., nn.Module] = Residua
 def segment_together(segmentor: nn.Module, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``segmentor(x)`` for each of ``images``, from one forward of their concatenation: the same logits (the
     segmentors normalise per sample), 1.16-1.18x faster than separate forwards on one CPU thread at demo size
-    (``benchmarks/step_breakdown.py``). Every method that runs a segmentor on two batches in one phase uses it."""
+    (``benchmarks/RESULTS.md``, "Cheaper iterations, continued"). Every method that runs a segmentor on two batches in one phase uses it."""
     logits = segmentor(torch.cat(images))
     return logits.split([x.shape[0] for x in images])
 
