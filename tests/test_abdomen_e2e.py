@@ -19,8 +19,7 @@ from conftest import REPO, SHARED_DATA, TINY_MODEL
 ABDOMEN = SHARED_DATA / "abdomen_chaos_btcv"
 pytestmark = pytest.mark.skipif(not ABDOMEN.is_dir(), reason=f"shared real data not found at {ABDOMEN}")
 BTCV_CODES = {"spleen": 1, "right kidney": 2, "left kidney": 3, "liver": 6}
-# The BTCV CT headers said LPS until 2026-12-04, for arrays that run LAS like the MR's; they are corrected now,
-# so the files are read as their headers say (wrong headers are tested with synthetic data in test_any_anatomy.py).
+# the files are read as their headers say (wrong headers, declared with --target-orientation: test_any_anatomy.py)
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,12 @@ applies it, and that a resumed run draws the same styles as an uninterrupted one
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mkdseg.data.appearance import RandomAppearance, location_scale, random_convolution
-from mkdseg.methods import JointTraining
 
-from conftest import TINY_MODEL, make_datamodule, quiet_trainer
+from conftest import make_datamodule
 
 
 def images(b: int = 4, size: int = 16) -> torch.Tensor:
@@ -110,27 +107,3 @@ def test_datamodule_restyles_training_batches_only(phantom_root):
     assert torch.equal(out["x_t"], batch["x_t"]) and not torch.equal(out["x_a"], batch["x_a"])
     volume = next(iter(dm.test_dataloader()))
     assert dm.on_after_batch_transfer(volume, 0) is volume  # evaluation sees the images as they are
-
-
-def _fit_joint(phantom_root, max_steps, checkpoint=None, ckpt_path=None, appearance="gin"):
-    L.seed_everything(0)
-    model = JointTraining(**{k: TINY_MODEL[k] for k in ("image_size", "seg_channels", "seg_strides", "seg_res_units", "eval_batch_size")})
-    dm = make_datamodule(phantom_root, samples_per_epoch=6, appearance=appearance, appearance_on="both")
-    trainer = quiet_trainer(max_steps=max_steps, callbacks=[checkpoint] if checkpoint else [],
-                            enable_checkpointing=checkpoint is not None, deterministic=True)
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-    return model
-
-
-def test_a_resumed_run_draws_the_same_styles(phantom_root, tmp_path):
-    """6 iterations straight == 4 + resume to 6, with GIN on both modalities: the weights are equal only
-    if the resumed run re-styled its batches exactly as the straight run did."""
-    straight = _fit_joint(phantom_root, 6)
-    every_4 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1, filename="{step}")
-    _fit_joint(phantom_root, 4, every_4)
-    resumed = _fit_joint(phantom_root, 6, ckpt_path=str(tmp_path / "step=4.ckpt"))
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
-    unstyled = _fit_joint(phantom_root, 6, appearance="none")  # the styles did reach training
-    assert not torch.equal(straight.seg.state_dict()[next(iter(straight.seg.state_dict()))],
-                           unstyled.seg.state_dict()[next(iter(unstyled.seg.state_dict()))])

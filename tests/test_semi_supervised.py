@@ -160,15 +160,17 @@ def every_option(labeller: str = "teacher") -> WeakToStrong:
 
 def fit(phantom_root, max_steps: int, labeller: str = "teacher", ckpt_path: str | None = None, **trainer_options) -> WeakToStrong:
     model = every_option(labeller)
-    dm = make_datamodule(phantom_root, n_val=0, n_target=1, unlabelled_target=True, batch_size=2, samples_per_epoch=6)
+    # GIN on every training image too: the resumed run must restyle its batches as the straight run did
+    dm = make_datamodule(phantom_root, n_val=0, n_target=1, unlabelled_target=True, batch_size=2, samples_per_epoch=6,
+                         appearance="gin", appearance_on="both")
     quiet_trainer(max_steps=max_steps, deterministic=True, **trainer_options).fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return model
 
 
 @pytest.mark.parametrize("labeller", ["teacher", "rounds"])
 def test_weak_to_strong_trains_and_resumes_exactly(phantom_root, tmp_path, labeller):
-    """4 iterations straight == 2 + resume to 4, every network bit for bit (the masks and styles are redrawn;
-    self-training's labeller is refreshed at step 2 in both)."""
+    """4 iterations straight == 2 + resume to 4, every network bit for bit (the masks, the student's styles and the
+    data's GIN styles are redrawn; self-training's labeller is refreshed at step 2 in both)."""
     straight = fit(phantom_root, 4, labeller)
     every_2 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1, filename="{step}")
     fit(phantom_root, 2, labeller, callbacks=[every_2], enable_checkpointing=True)
