@@ -36,7 +36,7 @@ SLICE_AXIS_NAMES: tuple[str, ...] = ("sagittal", "coronal", "transverse")
 DEFAULT_MARGIN_MM = 10.0  # context kept around the structures' box on every side (training crop and inference)
 #: what the network's slices show of a scan: ``body`` (the body's intensity box, every slice: what a scan
 #: without a label shows) or ``structures`` (the labelled structures' box and the slices around them, the
-#: papers' protocol and caches written before 2026-12-05, whose models find the structures in two passes)
+#: papers' protocol, ``--field-of-view structures``, whose models find the structures in two passes)
 FIELDS_OF_VIEW: tuple[str, ...] = ("body", "structures")
 
 

@@ -3,7 +3,7 @@
 A scan to segment is whole and has no label. How it is cut follows what the checkpoint's training slices
 showed (``model.spec.field_of_view``, :mod:`mkdseg.data.pipeline`):
 
-- ``body`` (caches made since 2026-12-05): **one pass**. Every slice is cut to the body's intensity box
+- ``body`` (``preprocess``'s default): **one pass**. Every slice is cut to the body's intensity box
   (:func:`mkdseg.data.roi.body_box`, found without a label exactly as preprocessing found it) and
   segmented; the probabilities are resized back to the scan's own grid. The model has seen whole slices
   with and without the structures in training, so it both finds them and leaves the rest background.
