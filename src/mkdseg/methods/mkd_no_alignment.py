@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401  (the docstring example uses it)
 
 from mkdseg.methods.manual import ManualMethod
 from mkdseg.methods.mkd import MutualDistillation

@@ -68,7 +68,7 @@ def _patients(src: Path, sequence: str) -> list[Path]:
     patients = sorted((p for p in src.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     if not patients:
         hint = (f"it holds MR/: give --src {src / 'MR'}" if (src / "MR").is_dir() else
-                f"it is one patient's folder: give the folder above it" if (src / sequence).is_dir() else
+                "it is one patient's folder: give the folder above it" if (src / sequence).is_dir() else
                 f"--src is CHAOS's Train_Sets/MR, holding one folder per patient ({SEQUENCES[sequence]})")
         raise InputError(f"--src {src}: no patient folders (1, 2, ...); {hint}")
     ids = [int(p.name) for p in patients]
