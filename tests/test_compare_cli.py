@@ -136,6 +136,10 @@ def test_a_staged_method_gets_the_budget_for_each_stage():
     (["--minutes", "5", "--steps", "100"], "--minutes and --steps"),
     (["--minutes", "0"], "--minutes must be > 0"),
     (["--methods", "finetune", "--minutes", "5"], "--minutes: finetune trains in two stages"),
+    (["--slurm-gpus", "1"], "--slurm-gpus is for --launcher slurm"),
+    (["--slurm-arg=--account=lab"], "--slurm-arg is for --launcher slurm"),
+    (["--launcher", "slurm", "--slurm-cpus", "0"], "--slurm-cpus must be >= 1"),
+    (["--launcher", "slurm", "--slurm-poll", "0"], "--slurm-poll must be > 0"),
 ])
 def test_bad_options_name_the_option(extra, message, tmp_path, capsys, phantom_cache):
     with pytest.raises(SystemExit) as exit_info:

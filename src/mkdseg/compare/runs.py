@@ -66,6 +66,19 @@ class RunSpec:
                 f"--data.sampler_seed={self.seed}", f"--trainer.default_root_dir={self.dir}",
                 "--trainer.logger.init_args.name=logs"]
 
+    def to_record(self) -> dict:
+        """The run as json, with its planned key: what a SLURM job reads to train it (:mod:`mkdseg.compare.job`)."""
+        return {"name": self.name, "configs": [str(c) for c in self.configs], "overrides": list(self.overrides),
+                "fold": self.fold, "seed": self.seed, "runs_dir": str(self.runs_dir), "max_steps": self.max_steps,
+                "key": self.key}
+
+    @classmethod
+    def from_record(cls, record: dict) -> RunSpec:
+        spec = cls(record["name"], tuple(Path(c) for c in record["configs"]), tuple(record["overrides"]),
+                   int(record["fold"]), int(record["seed"]), Path(record["runs_dir"]), int(record["max_steps"]))
+        spec.__dict__["key"] = record["key"]  # the key the study planned (see `key`), as unpickling keeps it
+        return spec
+
 
 class RunIndex:
     """Every finished run of a comparison, one ``result.json`` per line of ``OUT/finished_runs.jsonl``: the compact
