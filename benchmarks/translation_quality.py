@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import yaml
 
-from mkdseg.compare.cli import resolve_method, resolve_size, stage_overrides
+from mkdseg.compare.configs import resolve_method, resolve_size, stage_overrides
 from mkdseg.compare.studies import cli_value
 from mkdseg.data.datasets import SliceSet
 from mkdseg.training import fit_and_test

@@ -63,7 +63,7 @@ def test_two_methods_two_draws_tabled_recommended_and_resumed(phantom_cache, tin
     assert f"Recommended: **{chosen}**" in report
     assert f"--config {tiny_size} --config {chosen} " in report and "--data.n_target=1" in report  # presets by name
 
-    # the committed record is finished_runs.jsonl: with the run folders gone, the same tables come from it
+    # the record of finished runs is finished_runs.jsonl: with the run folders gone, the same tables come from it
     index = [json.loads(line) for line in (out / "finished_runs.jsonl").read_text().splitlines()]
     assert sorted((r["config"], r["fold"]) for r in index) == [("joint", 0), ("joint", 1), ("recipe", 0), ("recipe", 1)]
     import shutil
@@ -193,7 +193,7 @@ def test_the_recipe_is_the_configuration_its_study_measured(phantom_cache, tmp_p
 
 def test_a_runs_folder_is_fixed_when_the_study_plans_it(tmp_path):
     """A config edited while a study trains (a preset changed mid-study) must not move a run's folder: its
-    config.yaml and logs in one folder, its result.json in another (seen on 2026-12-05)."""
+    config.yaml and logs in one folder, its result.json in another."""
     import pickle
 
     from mkdseg.compare.runs import RunSpec

@@ -11,7 +11,7 @@ import yaml
 
 from benchmarks import translation_quality as tq
 from conftest import TINY_MODEL
-from mkdseg.compare.cli import PRESETS
+from mkdseg.presets import PRESETS
 from mkdseg.labels import MMWHS
 
 MMWHS_NAMES = [name for name, _ in MMWHS]
@@ -86,7 +86,7 @@ def test_probe_reference_scores_the_perfect_translation_as_perfect(phantom_root)
     errors = reference.intensity_errors(reference.images, labels, MMWHS_NAMES)
     assert errors and max(errors.values()) == 0.0
     assert reference.contrast_orders(reference.images, list(tq.CT_CONTRAST)) == {"fat<MYO": True, "RA<AA": True}
-    mr = torch.from_numpy(np.concatenate([render_record_as(r, "mr") for r in records]))[:, None]
+    mr = torch.from_numpy(np.concatenate([render_record_as(r, "mri") for r in records]))[:, None]
     assert reference.contrast_orders(mr, ["fat<MYO"]) == {"fat<MYO": False}
     mr_errors = reference.intensity_errors(mr, labels, MMWHS_NAMES)
     assert sum(mr_errors.values()) / len(mr_errors) > 50  # HU: raw MR is far from CT on average

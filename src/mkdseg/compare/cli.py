@@ -23,17 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-from mkdseg.compare.configs import resolve_method, resolve_size, stage_overrides
 from mkdseg.compare.launch import Launcher, make_launcher
 from mkdseg.compare.plan import DEFAULT_METHODS, RunPlan, plan_comparison
 from mkdseg.compare.report import write_report
 from mkdseg.compare.slurm import missing_commands
 from mkdseg.compare.studies import study_names
-from mkdseg.presets import PRESETS, method_names
+from mkdseg.presets import method_names
 
-# resolve_method, resolve_size, stage_overrides and PRESETS: benchmarks/translation_quality.py and
-# tests/test_translation_quality.py import them from here
-__all__ = ["PRESETS", "build_parser", "compare_main", "resolve_method", "resolve_size", "stage_overrides"]
+__all__ = ["build_parser", "compare_main"]
 
 #: the options of --launcher slurm (their argparse dests), refused with --launcher local
 SLURM_OPTIONS = ("slurm_gpus", "slurm_cpus", "slurm_partition", "slurm_time", "slurm_setup", "slurm_args", "slurm_poll")

@@ -82,7 +82,7 @@ class RunSpec:
 
 class RunIndex:
     """Every finished run of a comparison, one ``result.json`` per line of ``OUT/finished_runs.jsonl``: the compact
-    record a study keeps (and commits) when its run folders (checkpoints, logs) are gone. A run is finished when its
+    record a study keeps when its run folders (checkpoints, logs) are gone (the repository keeps a study's runs.csv). A run is finished when its
     folder holds ``result.json`` or the index holds its (key, fold, seed); finished folders are indexed on load."""
 
     def __init__(self, path: Path, specs: list[RunSpec] = ()):
