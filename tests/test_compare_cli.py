@@ -208,6 +208,21 @@ def test_a_runs_folder_is_fixed_when_the_study_plans_it(tmp_path):
     assert RunSpec("joint", (config,), ("--data.n_target=2",), 0, 0, tmp_path / "runs", 10).dir != planned  # a new plan sees the edit
 
 
+def test_a_comment_in_a_config_leaves_its_runs_key_alone(tmp_path):
+    """The key hashes what the configs say: a preset's comment can be reworded without orphaning its finished runs."""
+    from mkdseg.compare.runs import RunSpec
+
+    config = tmp_path / "method.yaml"
+
+    def key(text: str) -> str:
+        config.write_text(text)
+        return RunSpec("recipe", (config,), ("--data.n_target=2",), 0, 0, tmp_path / "runs", 10).key
+
+    plain = key("model:\n  init_args:\n    mix: cutmix\n")
+    assert key("# BCP, reworded\nmodel:\n  init_args:\n    mix: cutmix   # a box\n") == plain
+    assert key("model:\n  init_args:\n    mix: classmix\n") != plain
+
+
 def test_the_datasets_options_of_preprocess_reach_it(tmp_path, monkeypatch):
     """Two sequences of one modality (both datasets say MRI): compare takes the names preprocess takes."""
     import mkdseg.compare.cache

@@ -24,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+import yaml
 
 from mkdseg.callbacks import MetricHistory
 from mkdseg.io import atomic_write_text
@@ -35,7 +36,8 @@ class RunSpec:
     """A run: ``name`` (the method's), its configs and overrides, the draw (fold, seed) and where runs live:
     ``<runs_dir>/<key>/fold<f>-seed<s>``, finished once its ``result.json`` is there.
 
-    Its key is ``<name>-<hash of the configs' text and the overrides>``."""
+    Its key is ``<name>-<hash of the configs' contents and the overrides>``: what the configs say, not how they say
+    it, so a comment edited in a preset leaves its finished runs reusable."""
 
     name: str
     configs: tuple[Path, ...]
@@ -49,8 +51,8 @@ class RunSpec:
     def key(self) -> str:
         # read once, when the study plans the run: a config edited while the study trains must not move the
         # folder of a run under it (its config.yaml and logs in one folder, its result.json in another)
-        text = [Path(c).read_text() for c in self.configs] + sorted(self.overrides)
-        return f"{self.name}-{hashlib.sha1(json.dumps(text).encode()).hexdigest()[:8]}"
+        contents = [yaml.safe_load(Path(c).read_text()) for c in self.configs] + sorted(self.overrides)
+        return f"{self.name}-{hashlib.sha1(json.dumps(contents, sort_keys=True).encode()).hexdigest()[:8]}"
 
     @property
     def dir(self) -> Path:
