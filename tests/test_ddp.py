@@ -33,11 +33,10 @@ class RankProbe(L.Callback):
 
     def setup(self, trainer, pl_module, stage):
         import mkdseg.callbacks.run_logs as callbacks
-        import mkdseg.visualize as visualize
 
         self.record["rank"], self.record["world_size"] = trainer.global_rank, trainer.world_size
         record = self.record
-        figure, write = visualize.sample_figure, callbacks.atomic_write_text
+        figure, write = callbacks.sample_figure, callbacks.atomic_write_text
 
         def counting_figure(*args, **kwargs):
             record["renders"] += 1
@@ -47,7 +46,7 @@ class RankProbe(L.Callback):
             record["tables"] += Path(path).name.startswith("dice_")
             return write(path, text)
 
-        visualize.sample_figure, callbacks.atomic_write_text = counting_figure, counting_write
+        callbacks.sample_figure, callbacks.atomic_write_text = counting_figure, counting_write
         io = trainer.strategy.checkpoint_io
         save = io.save_checkpoint
 
@@ -58,7 +57,7 @@ class RankProbe(L.Callback):
         io.save_checkpoint = counting_save
 
     def on_fit_start(self, trainer, pl_module):
-        self.initial = {n: {k: v.clone() for k, v in getattr(pl_module, n).state_dict().items()} for n in NETWORKS}
+        self.initial = {n: {k: v.clone() for k, v in pl_module.network(n).state_dict().items()} for n in NETWORKS}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.record["pairs"].append(list(zip(batch["t_index"].tolist(), batch["a_index"].tolist())))
@@ -84,7 +83,7 @@ class RankProbe(L.Callback):
         )
         self.out.mkdir(parents=True, exist_ok=True)
         rank = trainer.global_rank
-        final = {n: getattr(pl_module, n).state_dict() for n in NETWORKS}
+        final = {n: pl_module.network(n).state_dict() for n in NETWORKS}
         torch.save({"initial": self.initial, "final": final}, self.out / f"rank{rank}.pt")
         (self.out / f"rank{rank}.json").write_text(json.dumps(self.record))
 

@@ -182,19 +182,11 @@ def test_generate_phantom_regenerates_when_parameters_change(tmp_path):
     assert SliceCache(tmp_path).records["ct/001"].extra["phantom"]["seed"] == 7
 
 
-def test_phantom_says_mri_as_nnunet_does_and_still_takes_mr(tmp_path):
-    """One name for one modality: the phantom's MR is ``mri`` (nnU-Net's "MRI"); ``mr``, its old name, is the
-    same modality (same images), and a phantom cache written under ``mr/`` is regenerated under ``mri/``."""
+def test_phantom_says_mri_as_nnunet_does(tmp_path):
+    """One name for one modality: the phantom's MR is ``mri`` (nnU-Net's "MRI"); another name is refused by name."""
     assert phantom.PHANTOM_INFO.modalities == ("ct", "mri") and phantom.PHANTOM_INFO.roles["assistant"] == "mri"
-    np.testing.assert_array_equal(render_subject(3, "mr", 16, 2)[0], render_subject(3, "mri", 16, 2)[0])
-    old = generate_phantom(tmp_path, **SMALL)
-    for record in old.volumes("mri"):  # rewrite it as an old version did
-        record.modality = "mr"
-        record.extra["phantom"]["assistant"] = "mr"
-    old.records = {r.key: r for r in old.records.values()}
-    old.save()
-    cache = generate_phantom(tmp_path, assistant="mr", **SMALL)
-    assert cache.modalities == ["ct", "mri"] and cache.roles == {"target": "ct", "assistant": "mri"}
+    with pytest.raises(ValueError, match="modality must be one of .*'mr'"):
+        render_subject(3, "mr", 16, 2)
 
 
 def test_generate_phantom_is_unpaired(tmp_path):
