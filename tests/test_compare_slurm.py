@@ -75,8 +75,10 @@ def test_compare_through_slurm_resumes_and_tables_what_local_runs_table(slurm, p
     on_slurm = [*common, "--out", str(out), "--launcher", "slurm", "--slurm-poll", "0.5", "--slurm-time", "5"]
     submitted_path = out / "slurm" / "submitted.json"
 
-    # 1. four jobs, one failing once (the first to run its setup line): the others finish; the failure names its log
-    fail_once = f"if mkdir {tmp_path / 'failed_once'} 2>/dev/null; then echo 'failing once on purpose' >&2; exit 3; fi"
+    # 1. four jobs, one cancelled (`scancel`, by the first job to run its setup line, on itself): the others finish; the
+    # cancelled run is reported with its log
+    fail_once = (f"if mkdir {tmp_path / 'failed_once'} 2>/dev/null; then echo 'cancelled once on purpose' >&2; "
+                 "scancel $SLURM_JOB_ID; sleep 60; fi")
     assert compare_main([*on_slurm, "--slurm-setup", fail_once]) == 1
     printed = capsys.readouterr().out
     first = json.loads(submitted_path.read_text())
@@ -85,7 +87,7 @@ def test_compare_through_slurm_resumes_and_tables_what_local_runs_table(slurm, p
     assert len(first) == 4 and len(failed) == 1, (first, failed)
     failed = failed[0]
     log = out / "slurm" / "logs" / f"{failed}-{first[failed]}.out"
-    assert f"FAILED, see {log}" in printed and "ended FAILED" in printed and "failing once on purpose" in printed
+    assert f"FAILED, see {log}" in printed and "ended CANCELLED" in printed and "cancelled once on purpose" in printed
     job = subprocess.run(["scontrol", "show", "job", first[failed]], capture_output=True, text=True).stdout
     assert "TimeLimit=00:05:00" in job and f"WorkDir={os.getcwd()}" in job and f"StdOut={log}" in job
     script = (out / "slurm" / "jobs" / f"{failed}.sh").read_text()
