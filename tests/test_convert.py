@@ -43,6 +43,18 @@ def nothing_written(out: Path) -> bool:
     return not out.exists() and not list(out.parent.glob(f".{out.name}.*"))
 
 
+def named_then_skipped(capsys, dataset: str, src: Path, out: Path, problem: str, case: str, cases_left: int) -> None:
+    """An incomplete case stops the conversion with one line naming ``problem`` (and ``--skip-incomplete``), leaving
+    nothing; with ``--skip-incomplete`` the case is skipped by name and the rest convert."""
+    assert convert(dataset, "--src", src, "--out", out) == 1
+    line = one_error_line(capsys)
+    assert problem in line and "--skip-incomplete" in line
+    assert nothing_written(out)
+    assert convert(dataset, "--src", src, "--out", out, "--skip-incomplete") == 0
+    assert f"skipped {case}: {problem}" in capsys.readouterr().err
+    assert check_dataset_integrity(out) == cases_left
+
+
 def nifti(path: Path, data: np.ndarray, affine=np.diag([0.8, 0.8, 2.5, 1.0])) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data, affine), path)
@@ -57,16 +69,22 @@ def labelled_block(image: nib.Nifti1Image, label: nib.Nifti1Image, n_slices: int
     return image.slicer[block], label.slicer[block]
 
 
+def small_real_scans(dataset: str, cases: tuple[str, ...], n_slices: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Real scans of a shared nnU-Net dataset and their labels, cut to ``n_slices`` labelled slices:
+    ``[(values, codes, affine)]``."""
+    scans = []
+    for case in cases:
+        image, label = labelled_block(nib.load(ABDOMEN / dataset / "imagesTr" / f"{case}_0000.nii.gz"),
+                                      nib.load(ABDOMEN / dataset / "labelsTr" / f"{case}.nii.gz"), n_slices, step=4)
+        scans.append((np.asarray(image.dataobj), np.asarray(label.dataobj), image.affine))
+    return scans
+
+
 # -- BTCV ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def btcv_scans():
     """Two real BTCV CTs and their labels, cut small: ``[(values 0..255, codes 0..13, affine)]``."""
-    scans = []
-    for case in ("btcv_000", "btcv_001"):
-        image, label = labelled_block(nib.load(ABDOMEN / "ct_btcv" / "imagesTr" / f"{case}_0000.nii.gz"),
-                                      nib.load(ABDOMEN / "ct_btcv" / "labelsTr" / f"{case}.nii.gz"), 6, step=4)
-        scans.append((np.asarray(image.dataobj), np.asarray(label.dataobj), image.affine))
-    return scans
+    return small_real_scans("ct_btcv", ("btcv_000", "btcv_001"), 6)
 
 
 def write_btcv(src: Path, scans) -> Path:
@@ -106,14 +124,8 @@ def test_btcv_label_without_its_image_is_named_or_skipped_by_name(tmp_path, caps
         nifti(src / "img" / f"img{n}.nii.gz", np.ones((4, 4, 3), np.int16))
         nifti(src / "label" / f"label{n}.nii.gz", np.ones((4, 4, 3), np.uint8))
     nifti(src / "label" / "label0003.nii.gz", np.ones((4, 4, 3), np.uint8))
-    out = tmp_path / "ct"
-    assert convert("btcv", "--src", src, "--out", out) == 1
-    line = one_error_line(capsys)
-    assert f"{src / 'label' / 'label0003.nii.gz'}: no image img0003.nii.gz" in line and "--skip-incomplete" in line
-    assert nothing_written(out)
-    assert convert("btcv", "--src", src, "--out", out, "--skip-incomplete") == 0
-    assert f"skipped btcv_0003: {src / 'label' / 'label0003.nii.gz'}: no image" in capsys.readouterr().err
-    assert check_dataset_integrity(out) == 2
+    named_then_skipped(capsys, "btcv", src, tmp_path / "ct", f"{src / 'label' / 'label0003.nii.gz'}: no image img0003.nii.gz",
+                       "btcv_0003", 2)
 
 
 def test_btcv_label_of_another_shape_is_named_before_anything_is_written(tmp_path, capsys, monkeypatch):
@@ -277,12 +289,8 @@ def write_ground(folder: Path, classes: np.ndarray, names: list[str]) -> None:
 @pytest.fixture(scope="module")
 def chaos_scans():
     """Two real CHAOS T2-SPIR MRs and their labels, cut small: ``[(int16 [column, row, slice], classes 0..4)]``."""
-    scans = []
-    for case in ("chaos_001", "chaos_002"):
-        image, label = labelled_block(nib.load(ABDOMEN / "mr_chaos" / "imagesTr" / f"{case}_0000.nii.gz"),
-                                      nib.load(ABDOMEN / "mr_chaos" / "labelsTr" / f"{case}.nii.gz"), 3, step=4)
-        scans.append((np.asarray(image.dataobj).astype(np.int16), np.asarray(label.dataobj).astype(np.uint8)))
-    return scans
+    return [(values.astype(np.int16), codes.astype(np.uint8))
+            for values, codes, _ in small_real_scans("mr_chaos", ("chaos_001", "chaos_002"), 3)]
 
 
 def write_t2spir(root: Path, patient: str, volume: np.ndarray, classes: np.ndarray) -> None:
@@ -371,14 +379,7 @@ def test_chaos_patient_with_ground_but_no_dicom_is_named_or_skipped_by_name(tmp_
     write_t2spir(src, "1", volume, classes)
     write_t2spir(src, "2", volume, classes)
     shutil.rmtree(src / "2" / "T2SPIR" / "DICOM_anon")
-    out = tmp_path / "mr"
-    assert convert("chaos", "--src", src, "--out", out) == 1
-    line = one_error_line(capsys)
-    assert f"{src / '2' / 'T2SPIR' / 'DICOM_anon'}: not found" in line and "--skip-incomplete" in line
-    assert nothing_written(out)
-    assert convert("chaos", "--src", src, "--out", out, "--skip-incomplete") == 0
-    assert f"skipped chaos_2: {src / '2' / 'T2SPIR' / 'DICOM_anon'}: not found" in capsys.readouterr().err
-    assert check_dataset_integrity(out) == 1
+    named_then_skipped(capsys, "chaos", src, tmp_path / "mr", f"{src / '2' / 'T2SPIR' / 'DICOM_anon'}: not found", "chaos_2", 1)
 
 
 @needs_pydicom

@@ -215,15 +215,11 @@ def test_the_public_datasets_block_converts_stand_ins_of_each_download(tmp_path,
     import shutil
 
     from mkdseg.data.nnunet import check_dataset_integrity
-    from test_convert import SIFA, labelled_block, write_btcv, write_t1dual, write_t2spir
+    from test_convert import SIFA, small_real_scans, write_btcv, write_t1dual, write_t2spir
 
-    scans = {}
-    for dataset, case, n in (("ct_btcv", "btcv_000", 6), ("mr_chaos", "chaos_001", 3)):
-        image, label = labelled_block(nib.load(ABDOMEN / dataset / "imagesTr" / f"{case}_0000.nii.gz"),
-                                      nib.load(ABDOMEN / dataset / "labelsTr" / f"{case}.nii.gz"), n, step=4)
-        scans[dataset] = (np.asarray(image.dataobj), np.asarray(label.dataobj), image.affine)
-    write_btcv(tmp_path / "RawData" / "Training", [scans["ct_btcv"]])
-    mr, classes = scans["mr_chaos"][0].astype(np.int16), scans["mr_chaos"][1].astype(np.uint8)
+    write_btcv(tmp_path / "RawData" / "Training", small_real_scans("ct_btcv", ("btcv_000",), 6))
+    mr, classes, _ = small_real_scans("mr_chaos", ("chaos_001",), 3)[0]
+    mr, classes = mr.astype(np.int16), classes.astype(np.uint8)
     chaos = tmp_path / "CHAOS_Train_Sets" / "Train_Sets" / "MR"
     write_t2spir(chaos, "1", mr, classes)
     write_t1dual(chaos, "1", mr, mr // 2, classes)
