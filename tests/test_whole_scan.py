@@ -75,7 +75,7 @@ def test_foreground_fraction_out_of_range_is_an_error(tmp_path):
         SliceSet(cache, [record], foreground_fraction=1.0)
 
 
-def test_checkpoints_without_a_field_of_view_were_trained_on_structure_crops():
+def test_a_data_spec_without_a_field_of_view_means_structure_crops():
     old = {"structures": ["liver"], "codes": [6], "modality": "ct", "slice_axis": 2, "margin_mm": 10.0}
     assert DataSpec.from_dict(old).field_of_view == "structures"
     spec = DataSpec(("liver", "spleen"), (6, 1), field_of_view="body")

@@ -132,7 +132,7 @@ class DataSpec:
     modality: str = "ct"
     slice_axis: int = 2
     margin_mm: float = DEFAULT_MARGIN_MM
-    field_of_view: str = "structures"  # what every checkpoint written before the option was trained on
+    field_of_view: str = "structures"  # a spec that names none: the papers' protocol (the phantom's)
     original_codes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -35,14 +35,14 @@ from mkdseg.data.roi import CANONICAL_PLANES
 from mkdseg.io import atomic_save_npy, atomic_write_text
 from mkdseg.labels import DEFAULT_MARGIN_MM, MMWHS, Structure, preset_structures
 
-LEGACY_FIELD_OF_VIEW = "structures"  # of manifests written before the entry existed
+UNNAMED_FIELD_OF_VIEW = "structures"  # of a manifest that names none (the phantom's): the papers' protocol
 
 MANIFEST = "manifest.json"
 CACHE_VERSION = 2
-# In-plane layout of the slices of caches written before records stated it: the phantom draws slices in
-# the radiological display convention (rows to posterior, columns to patient left), the NIfTI
-# readers cut canonical RAS transverse slices (rows to the right, columns to anterior).
-_LEGACY_PLANE = {"phantom": "PL"}
+# In-plane layout of the slices of a source whose records do not state it: the phantom draws slices in the
+# radiological display convention (rows to posterior, columns to patient left); preprocessed scans' records state
+# theirs (canonical RAS: transverse rows to the right, columns to anterior).
+_SOURCE_PLANE = {"phantom": "PL"}
 
 
 @dataclass
@@ -79,7 +79,7 @@ class CacheInfo:
     slice_axis: int = 2
     margin_mm: float = DEFAULT_MARGIN_MM
     image_size: int | None = None  # the slices' side in pixels; None: not known yet (a phantom before generation)
-    field_of_view: str = LEGACY_FIELD_OF_VIEW
+    field_of_view: str = UNNAMED_FIELD_OF_VIEW
 
     @property
     def structure_names(self) -> list[str]:
@@ -97,7 +97,7 @@ class SliceCache:
         self.roles: dict[str, str] = {}
         self.slice_axis = 2
         self.margin_mm = DEFAULT_MARGIN_MM
-        self.field_of_view = LEGACY_FIELD_OF_VIEW
+        self.field_of_view = UNNAMED_FIELD_OF_VIEW
         self.complete = True  # False while `mkdseg preprocess` is still adding volumes
         manifest = self.root / MANIFEST
         if manifest.exists():
@@ -110,7 +110,7 @@ class SliceCache:
                 self.roles = dict(meta.get("roles", {}))
                 self.slice_axis = int(meta.get("slice_axis", 2))
                 self.margin_mm = float(meta.get("margin_mm", DEFAULT_MARGIN_MM))
-                self.field_of_view = str(meta.get("field_of_view", LEGACY_FIELD_OF_VIEW))
+                self.field_of_view = str(meta.get("field_of_view", UNNAMED_FIELD_OF_VIEW))
                 self.complete = bool(meta.get("complete", True))
                 if "structures" in meta:
                     self.structures = [Structure.from_dict(d) for d in meta["structures"]]
@@ -143,7 +143,7 @@ class SliceCache:
 
     def plane(self, record: VolumeRecord) -> str:
         """The in-plane anatomical layout of ``record``'s slices (see :attr:`VolumeRecord.plane`)."""
-        return record.plane or _LEGACY_PLANE.get(self.source, CANONICAL_PLANES[self.slice_axis])
+        return record.plane or _SOURCE_PLANE.get(self.source, CANONICAL_PLANES[self.slice_axis])
 
     @property
     def exists(self) -> bool:
