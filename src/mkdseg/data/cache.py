@@ -12,9 +12,8 @@ The manifest says what the cache holds: ``structures`` (:class:`mkdseg.labels.St
 ``i`` is the ``i``-th, with its original code in every modality's dataset), ``roles`` (which modality
 was preprocessed as target and which as assistant), ``slice_axis`` (canonical RAS axis the slices are
 perpendicular to), ``field_of_view`` (``body``: every slice of the scan, cut to the body's intensity box;
-``structures``: the slices around the labelled structures, cut to their box plus ``margin_mm``; manifests
-without the entry are the latter). Version-1
-manifests (MM-WHS and phantom caches written before label sets existed) hold the MM-WHS structures.
+``structures``: the slices around the labelled structures, cut to their box plus ``margin_mm``; a manifest without
+the entry means the latter).
 
 Slices are stacked along axis 0 in the order of ``slice_indices`` of the original volume. Every file
 is written atomically (:mod:`mkdseg.io`), and the manifest is written last, so a cache whose manifest
@@ -33,7 +32,7 @@ import numpy as np
 
 from mkdseg.data.roi import CANONICAL_PLANES
 from mkdseg.io import atomic_save_npy, atomic_write_text
-from mkdseg.labels import DEFAULT_MARGIN_MM, MMWHS, Structure, preset_structures
+from mkdseg.labels import DEFAULT_MARGIN_MM, Structure
 
 UNNAMED_FIELD_OF_VIEW = "structures"  # of a manifest that names none (the phantom's): the papers' protocol
 
@@ -112,10 +111,7 @@ class SliceCache:
                 self.margin_mm = float(meta.get("margin_mm", DEFAULT_MARGIN_MM))
                 self.field_of_view = str(meta.get("field_of_view", UNNAMED_FIELD_OF_VIEW))
                 self.complete = bool(meta.get("complete", True))
-                if "structures" in meta:
-                    self.structures = [Structure.from_dict(d) for d in meta["structures"]]
-                else:  # version 1: MM-WHS codes and classes, whoever wrote it
-                    self.structures = preset_structures(MMWHS, self.modalities)
+                self.structures = [Structure.from_dict(d) for d in meta["structures"]]
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{manifest}: not a valid mkdseg slice-cache manifest ({e})") from e
 

@@ -137,7 +137,7 @@ def write_cache(pairs: Sequence[ScanPair], out: str | Path, *, source: str, stru
     params = {"image_size": image_size, "margin_mm": margin_mm, "unknown_labels": unknown_labels, "slice_axis": slice_axis,
               "structures": [s.to_dict() for s in structures]}
     declared_orientations = {m: o for m, o in (orientations or {}).items() if o}
-    if declared_orientations:  # only then: caches written before the option keep their parameters
+    if declared_orientations:  # only then: a cache's parameters name only what was chosen
         params["orientations"] = declared_orientations
     if field_of_view != "structures":  # likewise
         params["field_of_view"] = field_of_view

@@ -215,8 +215,8 @@ class SegmentationMethod(L.LightningModule):
     def _evaluate(self, batch: dict, with_assd: bool, stage: str = "val") -> None:
         """Score every predictor on one volume. A volume preprocessed from a labelled scan is scored as a user
         gets it: its slices' predictions put back into the scan's own grid (as ``mkdseg segment`` and
-        ``predict`` write them) against the scan's own label file, in mm of that grid. Other volumes (the
-        phantom's, caches written before they recorded their label file) are scored on their cached slices.
+        ``predict`` write them) against the scan's own label file, in mm of that grid. The phantom's volumes, which
+        have no scan behind them, are scored on their cached slices.
 
         ``stage`` ``val``: each predictor is also scored with every structure's largest connected component kept
         (what the post-processing decision weighs); ``test``: the decision is applied (:attr:`postprocess_in_test`)."""
