@@ -37,7 +37,9 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     munge -n | unmunge >/dev/null || fail "munged does not answer (see /var/log/munge/munged.log)"
 fi
 
-if [ ! -f "$CONF" ]; then
+NODE_LINE="NodeName=$NODE CPUs=$(nproc) RealMemory=1000 State=UNKNOWN"
+# written when absent, and rewritten when it is ours but names another host or CPU count (a copied disk, a new machine)
+if [ ! -f "$CONF" ] || { grep -qF "$MARK" "$CONF" && ! grep -qxF "$NODE_LINE" "$CONF"; }; then
     mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOGS"
     # CPUs from nproc: a node declaring more than it has would be drained; memory is not scheduled (CR_CPU)
     cat >"$CONF" <<EOF
@@ -62,7 +64,7 @@ SelectTypeParameters=CR_CPU
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
-NodeName=$NODE CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
+$NODE_LINE
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 fi
