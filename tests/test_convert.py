@@ -43,16 +43,14 @@ def nothing_written(out: Path) -> bool:
     return not out.exists() and not list(out.parent.glob(f".{out.name}.*"))
 
 
-def named_then_skipped(capsys, dataset: str, src: Path, out: Path, problem: str, case: str, cases_left: int) -> None:
-    """An incomplete case stops the conversion with one line naming ``problem`` (and ``--skip-incomplete``), leaving
-    nothing; with ``--skip-incomplete`` the case is skipped by name and the rest convert."""
-    assert convert(dataset, "--src", src, "--out", out) == 1
+def named_then_skipped(capsys, dataset: str, src: Path, out: Path) -> tuple[int, str, bool, int, str]:
+    """Convert with an incomplete case, then again with ``--skip-incomplete``: the first run's exit status and its
+    error line, whether it left nothing at ``out``, the second run's exit status and what it said on stderr."""
+    status = convert(dataset, "--src", src, "--out", out)
     line = one_error_line(capsys)
-    assert problem in line and "--skip-incomplete" in line
-    assert nothing_written(out)
-    assert convert(dataset, "--src", src, "--out", out, "--skip-incomplete") == 0
-    assert f"skipped {case}: {problem}" in capsys.readouterr().err
-    assert check_dataset_integrity(out) == cases_left
+    left_nothing = nothing_written(out)
+    skipped_status = convert(dataset, "--src", src, "--out", out, "--skip-incomplete")
+    return status, line, left_nothing, skipped_status, capsys.readouterr().err
 
 
 def nifti(path: Path, data: np.ndarray, affine=np.diag([0.8, 0.8, 2.5, 1.0])) -> None:
@@ -124,8 +122,11 @@ def test_btcv_label_without_its_image_is_named_or_skipped_by_name(tmp_path, caps
         nifti(src / "img" / f"img{n}.nii.gz", np.ones((4, 4, 3), np.int16))
         nifti(src / "label" / f"label{n}.nii.gz", np.ones((4, 4, 3), np.uint8))
     nifti(src / "label" / "label0003.nii.gz", np.ones((4, 4, 3), np.uint8))
-    named_then_skipped(capsys, "btcv", src, tmp_path / "ct", f"{src / 'label' / 'label0003.nii.gz'}: no image img0003.nii.gz",
-                       "btcv_0003", 2)
+    out, problem = tmp_path / "ct", f"{src / 'label' / 'label0003.nii.gz'}: no image img0003.nii.gz"
+    status, line, left_nothing, skipped_status, said = named_then_skipped(capsys, "btcv", src, out)
+    assert status == 1 and problem in line and "--skip-incomplete" in line and left_nothing
+    assert skipped_status == 0 and f"skipped btcv_0003: {problem}" in said
+    assert check_dataset_integrity(out) == 2
 
 
 def test_btcv_label_of_another_shape_is_named_before_anything_is_written(tmp_path, capsys, monkeypatch):
@@ -379,7 +380,11 @@ def test_chaos_patient_with_ground_but_no_dicom_is_named_or_skipped_by_name(tmp_
     write_t2spir(src, "1", volume, classes)
     write_t2spir(src, "2", volume, classes)
     shutil.rmtree(src / "2" / "T2SPIR" / "DICOM_anon")
-    named_then_skipped(capsys, "chaos", src, tmp_path / "mr", f"{src / '2' / 'T2SPIR' / 'DICOM_anon'}: not found", "chaos_2", 1)
+    out, problem = tmp_path / "mr", f"{src / '2' / 'T2SPIR' / 'DICOM_anon'}: not found"
+    status, line, left_nothing, skipped_status, said = named_then_skipped(capsys, "chaos", src, out)
+    assert status == 1 and problem in line and "--skip-incomplete" in line and left_nothing
+    assert skipped_status == 0 and f"skipped chaos_2: {problem}" in said
+    assert check_dataset_integrity(out) == 1
 
 
 @needs_pydicom
