@@ -112,7 +112,10 @@ class OnlineTranslation(CycleGANMethod):
         check_at_least(0, lambda_shape=lambda_shape)
         check_at_least(1, target_segmentors=target_segmentors)
         super().__init__(**kwargs)
-        self.primary_predictor = "seg" if target_segmentors == 1 else "ens"
+
+    @property
+    def primary_predictor(self) -> str:  # type: ignore[override]
+        return "seg" if self.hparams.target_segmentors == 1 else "ens"
 
     def build_segmentors(self) -> None:
         self.s_a = make_segmentor(self.hparams, self.num_classes)
